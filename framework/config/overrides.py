@@ -1,0 +1,48 @@
+"""Apply the command-line overrides of `tools/test.py` to the config saved in a checkpoint.
+
+The checkpoint's config is what the model was trained with; only what the user names on the command line is
+taken from the freshly composed config: a whole subtree for a group choice (`dataset=coco`, `model/backbone=…`),
+one value for a key (`dataset.root=/data/coco`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from framework.config import CONFIG_DIR
+from framework.config.validation import is_group
+
+# keys that belong to the evaluation run itself, never to the saved training config
+_OWN_KEYS = ("checkpoint", "work_dir", "experiment_name")
+
+
+def run_dir_of(checkpoint: str) -> str:
+    """The training run folder of a checkpoint: `<run>/checkpoints/best.pth` → `<run>`."""
+    parent = Path(checkpoint).expanduser().parent
+    return str(parent.parent if parent.name == "checkpoints" else parent)
+
+
+def merge_saved_config(saved: dict[str, Any], composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = OmegaConf.create(saved)
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if key.startswith("hydra") or key in _OWN_KEYS:
+            continue
+        path = key.replace("/", ".") if is_group(CONFIG_DIR, key) or "/" in key else key
+        if o.is_delete():
+            parent, _, leaf = path.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(node, DictConfig) and leaf in node:
+                node.pop(leaf)
+            continue
+        value = OmegaConf.select(composed, path, throw_on_missing=False)
+        if isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value, resolve=False)
+        OmegaConf.update(cfg, path, value, merge=False, force_add=True)
+    for key in _OWN_KEYS:
+        cfg[key] = composed[key]
+    return cfg

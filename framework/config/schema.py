@@ -1,0 +1,66 @@
+"""Typed schemas for the config keys that are settings rather than components.
+
+Hydra merges every YAML file and command-line override into these dataclasses, so `trainer.max_epochs=abc`
+is refused while the config is composed, before any work starts. Component nodes (those with `_target_`) are
+checked against their class signature instead (see `validation.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = MISSING
+    num_classes: int = MISSING
+    min_size: int = 800  # shorter side after resizing
+    max_size: Optional[int] = 1333  # longer side cap
+    batch_size: int = 2
+    val_batch_size: int = 2
+    num_workers: int = 2
+    group_by_aspect_ratio: bool = True  # batch landscape and portrait images separately (less padding)
+    train: Any = MISSING
+    val: Any = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 12
+    eval_interval: int = 1  # evaluate every N epochs (and after the last one)
+    log_interval: int = 20  # iterations between log lines / progress updates
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    grad_clip_norm: Optional[float] = None
+    best_metric: str = "bbox_mAP"
+    progress_bar: bool = True
+    channels_last: bool = False  # NHWC memory format: faster convolutions on recent CPUs and on GPUs
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    pipeline: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    experiment_name: str = MISSING
+    work_dir: str = MISSING
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class TestConfig(TrainConfig):
+    checkpoint: str = MISSING
+    output_dir: Optional[str] = None  # default: <run dir of the checkpoint>/eval/<timestamp>
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="test_schema", node=TestConfig)

@@ -1,0 +1,197 @@
+"""Turn Hydra/OmegaConf composition failures into one-paragraph messages, and check component nodes.
+
+Hydra already refuses unknown keys (struct mode) and OmegaConf refuses wrongly typed values for schema fields, but
+their messages are spread over several lines with a traceback and never suggest the key that was meant. Here we
+diagnose the failure from the overrides themselves and add "did you mean …".
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+_SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+class ConfigError(ValueError):
+    """A mistake in the config or the command line, explained in one paragraph."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """' Did you mean '<prefix><closest>'?' or '' when nothing is close."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean '{prefix}{match[0]}'?" if match else ""
+
+
+def group_options(config_dir: Path, group: str) -> list[str]:
+    """The options of a config group: YAML files in its folder, plus structured configs stored under it."""
+    from hydra.core.config_store import ConfigStore
+
+    folder = config_dir / group
+    names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
+    node: Any = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    names |= {k[:-5] for k in node if isinstance(k, str) and k.endswith(".yaml")} if isinstance(node, dict) else set()
+    return sorted(names)
+
+
+def is_group(config_dir: Path, key: str) -> bool:
+    return "." not in key and (config_dir / key).is_dir()
+
+
+def _select_parent(cfg: DictConfig, path: Sequence[str]) -> tuple[Any, int]:
+    """Walk `path` as far as it exists; return the last node reached and how many parts were found."""
+    node: Any = cfg
+    for depth, part in enumerate(path):
+        if isinstance(node, DictConfig) and part in node:
+            node = node._get_node(part)
+            node = node if isinstance(node, (DictConfig, ListConfig)) else None
+            if node is None:
+                return None, depth + 1
+        else:
+            return node, depth
+    return node, len(path)
+
+
+def unknown_key_message(cfg: DictConfig, key: str, override: str, where: str = "the command line") -> str | None:
+    """If `key` (dotted) is not in `cfg`, explain which part is unknown and suggest the closest existing key."""
+    parts = key.split(".")
+    parent, found = _select_parent(cfg, parts)
+    if found == len(parts):
+        return None
+    prefix = ".".join(parts[:found])
+    missing = parts[found]
+    if not isinstance(parent, DictConfig):
+        return f"'{key}' cannot be set: '{prefix}' is a value, not a section (from {override!r} on {where})."
+    keys = [str(k) for k in parent.keys()]
+    hint = did_you_mean(missing, keys, prefix=f"{prefix}." if prefix else "")
+    shown = ", ".join(sorted(k for k in keys if k not in _SPECIAL_KEYS))
+    section = f"'{prefix}'" if prefix else "the top level"
+    return (f"Unknown config key '{prefix + '.' if prefix else ''}{missing}' (from {override!r} on {where}).{hint} "
+            f"Keys available in {section}: {shown}. To add a new key on purpose, prefix the override with '+'.")
+
+
+# ----------------------------------------------------------------------------------------------- component nodes
+
+
+def _locate(path: str) -> Any:
+    from hydra._internal.utils import _locate as hydra_locate  # get_object() would also log the failure
+
+    return hydra_locate(path)
+
+
+def _scalar_ok(value: Any, hint: Any) -> bool | None:
+    """True/False when `value` (a YAML scalar) clearly fits / does not fit `hint`; None when we cannot tell."""
+    if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, (typing.TypeVar, str)):
+        return None
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        answers = [_scalar_ok(value, a) for a in typing.get_args(hint)]
+        if any(a is True for a in answers):
+            return True
+        return None if any(a is None for a in answers) else False
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if value is None:
+        return hint is type(None)
+    if hint is type(None):
+        return False
+    if origin is not None:
+        if isinstance(value, (list, tuple)):
+            return origin in (list, tuple, Sequence, typing.Sequence) or str(origin).endswith("Sequence'>") or None
+        if origin in (list, tuple) or str(origin).endswith("Sequence'>"):
+            return False
+        return None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if isinstance(hint, type):
+        if isinstance(value, (list, tuple)):
+            return hint in (list, tuple) or None
+        if hint.__module__ == "builtins":
+            return isinstance(value, hint)
+        return isinstance(value, hint) or (None if callable(value) else False)
+    return None
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_components(cfg: DictConfig, path: str = "") -> None:
+    """Check every node with a `_target_`: importable, keys are arguments, scalar values fit the annotations."""
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            if isinstance(item, (DictConfig, ListConfig)):
+                check_components(item, f"{path}[{i}]")
+        return
+    if not isinstance(cfg, DictConfig):
+        return
+    target = cfg.get("_target_") if "_target_" in cfg and not OmegaConf.is_missing(cfg, "_target_") else None
+    if isinstance(target, str):
+        _check_target(cfg, target, path)
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        if isinstance(node, (DictConfig, ListConfig)) and not node._is_missing() and not node._is_none():
+            check_components(node, f"{path}.{key}" if path else str(key))
+
+
+def _check_target(cfg: DictConfig, target: str, path: str) -> None:
+    where = f"'{path}._target_'" if path else "'_target_'"
+    try:
+        obj = _locate(target)
+    except Exception:
+        module, _, name = target.rpartition(".")
+        hint = ""
+        try:
+            mod = _locate(module)
+            hint = did_you_mean(name, [n for n in dir(mod) if not n.startswith("_")], prefix=f"{module}.")
+        except Exception:
+            pass
+        raise ConfigError(f"{where} names '{target}', which cannot be imported.{hint}") from None
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:
+        hints = {}
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key in cfg.keys():
+        key = str(key)
+        if key in _SPECIAL_KEYS:
+            continue
+        full = f"{path}.{key}" if path else key
+        if key not in params and not takes_kwargs:
+            raise ConfigError(
+                f"'{full}' is not an argument of {target}.{did_you_mean(key, names, prefix=f'{path}.' if path else '')} "
+                f"Its arguments are: {', '.join(names)}."
+            )
+        if key not in params or OmegaConf.is_interpolation(cfg, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            continue
+        value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node._value()
+        hint = hints.get(key, params[key].annotation)
+        if _scalar_ok(value, hint) is False:
+            raise ConfigError(
+                f"'{full}' is {value!r} ({type(value).__name__}), but {target} expects {_type_name(hint)} for "
+                f"'{key}'. Fix the value in the YAML file or the override."
+            )
+    if not cfg.get("_partial_", False):
+        missing = [n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                   and n not in cfg and not (n == "self")]
+        if missing:
+            raise ConfigError(f"{where}: {target} needs the argument(s) {', '.join(missing)}, which '{path}' does not set.")

@@ -1,0 +1,3 @@
+from framework.data.transforms.normalize import Normalize
+
+__all__ = ["Normalize"]

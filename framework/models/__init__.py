@@ -1,0 +1,3 @@
+from framework.models.detector import Detector
+
+__all__ = ["Detector"]

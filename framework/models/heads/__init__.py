@@ -1,0 +1,3 @@
+from framework.models.heads.retina import RetinaHead
+
+__all__ = ["RetinaHead"]

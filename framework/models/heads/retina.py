@@ -1,0 +1,151 @@
+"""RetinaNet head: anchors, IoU assignment, focal + box loss and decoding, all batched.
+
+Unlike torchvision's `RetinaNetHead`, which computes losses image by image, assignment and losses here run on the
+whole batch with padded ground truth: one IoU tensor, one focal-loss call, one box-loss call.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from framework.models.losses import FocalLoss, L1Loss
+from framework.models.ops.anchors import AnchorGenerator
+from framework.models.ops.assigners import IGNORE, MaxIoUAssigner
+from framework.models.ops.box_coder import DeltaBoxCoder
+from framework.models.ops.postprocess import multiclass_nms, rescale_detections
+from framework.models.ops.targets import pad_targets
+
+
+def _conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str | None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1))
+        if norm == "gn":
+            layers.append(nn.GroupNorm(32 if feat_channels % 32 == 0 else 8, feat_channels))
+        elif norm is not None:
+            raise ValueError(f"norm must be null or 'gn', got {norm!r}")
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class RetinaHead(nn.Module):
+    """Shared classification and box towers applied to every pyramid level.
+
+    Args:
+        num_classes: number of foreground classes (sigmoid classification, no background class).
+        in_channels: channels of the neck outputs (Detector fills this in).
+        strides: stride of each pyramid level (Detector fills this from the neck).
+        feat_channels, stacked_convs, norm: width and depth of the towers; norm=None (paper) or "gn".
+        octave_base_scale, scales_per_octave, ratios: anchor shapes (see `AnchorGenerator`).
+        pos_iou_thr, neg_iou_thr, min_pos_iou: `MaxIoUAssigner` thresholds.
+        cls_loss, box_loss: loss modules; a box loss with `on_boxes=True` (GIoU) gets decoded boxes.
+        score_thr, nms_pre, nms_iou_thr, max_per_img: inference: candidates kept per level, NMS and final count.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 256,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        norm: str | None = None,
+        octave_base_scale: float = 4.0,
+        scales_per_octave: int = 3,
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        pos_iou_thr: float = 0.5,
+        neg_iou_thr: float = 0.4,
+        min_pos_iou: float = 0.0,
+        cls_loss: nn.Module | None = None,
+        box_loss: nn.Module | None = None,
+        box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        prior_prob: float = 0.01,
+        score_thr: float = 0.05,
+        nms_pre: int = 1000,
+        nms_iou_thr: float = 0.5,
+        max_per_img: int = 100,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
+        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou)
+        self.box_coder = DeltaBoxCoder(box_coder_weights)
+        self.cls_loss = cls_loss if cls_loss is not None else FocalLoss()
+        self.box_loss = box_loss if box_loss is not None else L1Loss()
+        self.score_thr, self.nms_pre, self.nms_iou_thr, self.max_per_img = score_thr, nms_pre, nms_iou_thr, max_per_img
+        na = self.anchor_generator.num_base_anchors
+        self.cls_tower = _conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.box_tower = _conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_out = nn.Conv2d(feat_channels, na * num_classes, 3, padding=1)
+        self.box_out = nn.Conv2d(feat_channels, na * 4, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        # start with every anchor at background probability ~prior_prob so the focal loss is stable at step 0
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+        """Class logits [B, A, K] and box deltas [B, A, 4] over all levels, plus each level's (H, W)."""
+        cls, box, sizes = [], [], []
+        for f in feats:
+            b, _, h, w = f.shape
+            sizes.append((h, w))
+            cls.append(self.cls_out(self.cls_tower(f)).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes))
+            box.append(self.box_out(self.box_tower(f)).permute(0, 2, 3, 1).reshape(b, -1, 4))
+        return torch.cat(cls, 1), torch.cat(box, 1), sizes
+
+    def loss(self, feats: Sequence[Tensor], targets: Sequence[dict]) -> dict[str, Tensor]:
+        cls_logits, deltas, sizes = self(feats)
+        anchors = self.anchor_generator.grid_anchors(sizes, cls_logits.device)
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets, cls_logits.device)
+        assigned = self.assigner.assign(anchors, gt_boxes, gt_valid)  # [B, A]
+        pos = assigned >= 0
+        num_pos = pos.sum().clamp(min=1).to(cls_logits.dtype)
+        idx = assigned.clamp(min=0)
+        matched_labels = torch.gather(gt_labels, 1, idx) if gt_labels.shape[1] else torch.zeros_like(idx)
+        cls_targets = torch.zeros_like(cls_logits)
+        cls_targets[pos] = nn.functional.one_hot(matched_labels[pos], self.num_classes).to(cls_logits.dtype)
+        valid = (assigned != IGNORE).unsqueeze(-1).to(cls_logits.dtype)
+        loss_cls = self.cls_loss(cls_logits, cls_targets, valid) / num_pos
+
+        pos_anchors = anchors.expand(len(targets), -1, -1)[pos]
+        pos_gt = torch.gather(gt_boxes, 1, idx[..., None].expand(-1, -1, 4))[pos] if gt_boxes.shape[1] else pos_anchors
+        if getattr(self.box_loss, "on_boxes", False):
+            loss_box = self.box_loss(self.box_coder.decode(deltas[pos], pos_anchors), pos_gt)
+        else:
+            loss_box = self.box_loss(deltas[pos], self.box_coder.encode(pos_gt, pos_anchors))
+        return {"loss_cls": loss_cls, "loss_box": loss_box / num_pos}
+
+    @torch.no_grad()
+    def predict(
+        self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],
+        orig_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        cls_logits, deltas, sizes = self(feats)
+        anchors = self.anchor_generator.grid_anchors(sizes, cls_logits.device)
+        batch, k = cls_logits.shape[0], self.num_classes
+        cand_scores, cand_idx = [], []
+        start = 0
+        # top-k per level, for all images at once: level l owns anchors [start, start + n)
+        for h, w in sizes:
+            n = h * w * self.anchor_generator.num_base_anchors
+            scores = cls_logits[:, start:start + n].sigmoid().reshape(batch, -1)  # [B, n*K]
+            top = min(self.nms_pre, scores.shape[1])
+            s, i = scores.topk(top, dim=1)
+            cand_scores.append(s)
+            cand_idx.append(i + start * k)
+            start += n
+        scores, flat_idx = torch.cat(cand_scores, 1), torch.cat(cand_idx, 1)  # [B, C]
+        keep = scores > self.score_thr
+        image_idx = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)[keep]
+        flat_idx, scores = flat_idx[keep], scores[keep]
+        anchor_idx, labels = flat_idx // k, flat_idx % k
+        boxes = self.box_coder.decode(deltas[image_idx, anchor_idx], anchors[anchor_idx])
+        dets = multiclass_nms(boxes.float(), scores.float(), labels, image_idx, batch, k, self.nms_iou_thr, self.max_per_img)
+        return rescale_detections(dets, image_sizes, orig_sizes)

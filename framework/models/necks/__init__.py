@@ -1,0 +1,3 @@
+from framework.models.necks.fpn import FPN
+
+__all__ = ["FPN"]

@@ -1,0 +1,58 @@
+"""Feature Pyramid Network neck on top of torchvision's implementation.
+
+torchvision's `FeaturePyramidNetwork` does the lateral/top-down part and its `LastLevelP6P7` the RetinaNet extra
+levels; this class only adds what a config needs: the number of outputs, where P6 comes from, and the output
+strides so the head can place anchors without repeating them in the config.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal, Sequence
+
+from torch import Tensor, nn
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+
+class FPN(nn.Module):
+    """FPN over the backbone outputs, plus 0-2 extra coarser levels.
+
+    Args:
+        in_channels: channels of each backbone output (Detector fills this from the backbone).
+        out_channels: channels of every pyramid level.
+        num_outs: number of levels returned; with C3-C5 in, 5 gives P3-P7 (RetinaNet), 4 gives P3-P6.
+        extra_from: "c5" builds P6 from the last backbone map (RetinaNet paper), "p5" from the last FPN level
+            (FCOS); with exactly one extra level P6 is a stride-2 max-pool of P5 (Faster R-CNN).
+        in_strides: stride of each input; only used to report `strides` of the outputs.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: int = 256,
+        num_outs: int = 5,
+        extra_from: Literal["c5", "p5"] = "c5",
+        in_strides: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        in_channels = [int(c) for c in in_channels]
+        n_extra = num_outs - len(in_channels)
+        if n_extra not in (0, 1, 2):
+            raise ValueError(f"FPN supports 0-2 extra levels; got num_outs={num_outs} for {len(in_channels)} inputs")
+        if extra_from not in ("c5", "p5"):
+            raise ValueError(f"extra_from must be 'c5' or 'p5', got {extra_from!r}")
+        extra: nn.Module | None = None
+        if n_extra == 1:
+            extra = LastLevelMaxPool()
+        elif n_extra == 2:
+            extra = LastLevelP6P7(in_channels[-1] if extra_from == "c5" else out_channels, out_channels)
+            # torchvision infers "use P5" from equal channel counts; make the choice explicit instead.
+            extra.use_P5 = extra_from == "p5"
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra)
+        self.out_channels = out_channels
+        in_strides = list(in_strides) if in_strides is not None else [2 ** (i + 3) for i in range(len(in_channels))]
+        self.strides = in_strides + [in_strides[-1] * 2 ** (i + 1) for i in range(n_extra)]
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+        return list(out.values())
