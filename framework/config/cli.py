@@ -18,7 +18,7 @@ from framework.config import CONFIG_DIR
 from framework.engine.checkpoint import CheckpointError
 from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.config.validation import (
-    ConfigError, check_components, did_you_mean, group_options, is_group, unknown_key_message,
+    ConfigError, check_components, did_you_mean, group_options, is_group, missing_keys, unknown_key_message,
 )
 
 # Exceptions that mean "the user asked for something wrong", reported without a traceback.
@@ -136,6 +136,10 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
                 cfg = compose(config_name, overrides=variant)
             except Exception as exc:  # Hydra raises several unrelated types here
                 raise ConfigError(_diagnose(config_name, variant, exc)) from None
+            missing = missing_keys(cfg)
+            if missing:
+                raise ConfigError(f"The config needs a value for {', '.join(repr(k) for k in missing)}: pass it on the "
+                                  f"command line, e.g. {missing[0]}=…")
             check_components(cfg)
             first = first if first is not None else cfg
     GlobalHydra.instance().clear()

@@ -76,6 +76,20 @@ def unknown_key_message(cfg: DictConfig, key: str, override: str, where: str = "
             f"Keys available in {section}: {shown}. To add a new key on purpose, prefix the override with '+'.")
 
 
+def missing_keys(cfg: DictConfig | ListConfig, path: str = "") -> list[str]:
+    """Keys still set to `???`, found without resolving interpolations (which may need Hydra's runtime)."""
+    out: list[str] = []
+    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg._iter_ex(resolve=False))
+    for key, _ in items:
+        node = cfg._get_node(key)
+        full = f"{path}.{key}" if path else str(key)
+        if node._is_missing():
+            out.append(full)
+        elif isinstance(node, (DictConfig, ListConfig)) and not node._is_none() and not node._is_interpolation():
+            out.extend(missing_keys(node, full))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- component nodes
 
 

@@ -32,3 +32,11 @@ def test_bad_arguments_are_explained():
         ResNet(depth=19)
     with pytest.raises(ValueError, match="out_indices"):
         ResNet(depth=18, out_indices=(4, 2))
+
+
+def test_stages_after_the_last_output_are_dropped():
+    net = ResNet(depth=18, out_indices=(2, 3))
+    assert not hasattr(net, "layer4")
+    assert [f.shape[1] for f in net(torch.randn(1, 3, 64, 64))] == [128, 256]
+    full = ResNet(depth=18, out_indices=(2, 3, 4))
+    assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in full.parameters())

@@ -68,7 +68,7 @@ def _layout_hint(root: Path, ann_file: str, img_dir: str) -> str:
     lines += [f"  {o}" for o in outside]
     lines.append(
         "Point the config at your copy with `dataset.root=/path/to/coco` "
-        "(and `dataset.ann_file=…` / `dataset.img_dir=…` if your names differ)."
+        "(and `dataset.train.ann_file=…` / `dataset.train.img_dir=…`, same for `val`, if your names differ)."
     )
     return "\n".join(lines)
 

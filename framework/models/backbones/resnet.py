@@ -73,7 +73,10 @@ class ResNet(nn.Module):
                 "or train from scratch with model.backbone.pretrained=false."
             ) from exc
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        # stages after the last output are never run: don't keep them (no dead parameters, honest counts)
+        self.num_stages = max(out_indices)
+        for i in range(1, self.num_stages + 1):
+            setattr(self, f"layer{i}", getattr(net, f"layer{i}"))
         self.depth = depth
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -82,9 +85,11 @@ class ResNet(nn.Module):
         self.strides = [2 ** (i + 1) for i in out_indices]
         self._freeze()
 
+    def stages(self) -> list[nn.Module]:
+        return [self.stem] + [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
+
     def _frozen_modules(self) -> list[nn.Module]:
-        stages = [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
-        return stages[: self.frozen_stages + 1]
+        return self.stages()[: self.frozen_stages + 1]
 
     def _freeze(self) -> None:
         for module in self._frozen_modules():
@@ -102,12 +107,9 @@ class ResNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
         outs = []
-        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1):
-            x = layer(x)
+        for i, stage in enumerate(self.stages()):
+            x = stage(x)
             if i in self.out_indices:
                 outs.append(x)
-            if i == self.out_indices[-1]:
-                break
         return outs

@@ -1,0 +1,48 @@
+"""Convergence check: the RetinaNet detector, built without Hydra and trained by the Runner, overfits a handful of
+shapes images (mAP@0.5 >= 0.9 on those same images)."""
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, Subset
+
+from framework.data.datasets.shapes import ShapesDataset
+from framework.data.loader import build_dataloader
+from framework.data.transforms import Normalize
+from framework.engine.runner import Runner
+from framework.engine.schedulers import WarmupMultiStepLR
+from framework.evaluation.coco import CocoEvaluator
+from framework.models import Detector
+from framework.models.backbones import ResNet
+from framework.models.heads import RetinaHead
+from framework.models.losses import GIoULoss
+from framework.models.necks import FPN
+from torchvision.transforms import v2
+
+
+@pytest.mark.slow
+def test_retinanet_overfits_a_few_images(shapes_root, tmp_path):
+    torch.manual_seed(0)
+    pipeline = v2.Compose([v2.Resize(96, max_size=144), Normalize()])
+    data = ShapesDataset(str(shapes_root), split="train", transforms=pipeline)
+    few = Subset(data, list(range(4)))
+    train_loader = build_dataloader(ConcatDataset([few] * 8), batch_size=4, shuffle=True, drop_last=True)
+    model = Detector(
+        ResNet(depth=18),
+        partial(FPN, out_channels=64, num_outs=5),
+        partial(RetinaHead, num_classes=4, feat_channels=64, stacked_convs=2, norm="gn", octave_base_scale=2.0,
+                box_loss=GIoULoss()),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    epochs = 18
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[14], warmup_iters=20, iters_per_epoch=len(train_loader))
+    evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
+    runner = Runner(model, build_dataloader(few, batch_size=4), evaluator, tmp_path, train_loader=train_loader,
+                    optimizer=optimizer, scheduler=scheduler, max_epochs=epochs, eval_interval=epochs,
+                    progress_bar=False)
+    result = runner.train()
+    assert result["last"]["bbox_mAP_50"] >= 0.9, evaluator.summary
+    assert sorted(evaluator.image_ids) == sorted(data.ids[:4])
+    assert (tmp_path / "checkpoints" / "best.pth").is_file()
