@@ -39,6 +39,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _find_user_error(exc: BaseException) -> BaseException | None:
+    """The user-caused error behind `exc`, if any (hydra.utils.instantiate wraps what constructors raise)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, USER_ERRORS):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _parse_args(argv: list[str]) -> Any:
     from hydra._internal.utils import get_args_parser
 
@@ -156,8 +168,11 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 return task(cfg)
             try:
                 return task(cfg)
-            except USER_ERRORS as exc:
-                _fail(str(exc))
+            except Exception as exc:
+                user_error = _find_user_error(exc)
+                if user_error is None:
+                    raise
+                _fail(str(user_error))
 
         @functools.wraps(task)
         def main() -> Any:

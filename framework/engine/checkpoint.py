@@ -6,6 +6,7 @@ the same folder, fsync it and rename it over the old one (rename is atomic on PO
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
         raise CheckpointError(
-            f"Could not load checkpoint {path}: {str(exc).splitlines()[0]}. It is not a checkpoint written by this "
+            f"Could not load checkpoint {path}: {reason} It is not a checkpoint written by this "
             "framework, it is truncated, or it holds objects other than tensors and plain containers (refused for "
             "safety)."
         ) from exc

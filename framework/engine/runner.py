@@ -258,7 +258,7 @@ class Runner:
             "best": dict(self.best),
             "config": self.config,
             "meta": {"classes": list(self.evaluator.class_names), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "torch": torch.__version__},
+                     "torch": str(torch.__version__)},
         }
 
     def save(self, name: str) -> Path:

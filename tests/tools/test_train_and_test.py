@@ -67,9 +67,11 @@ def test_test_tool_overrides_and_errors(trained_run, repo_root, tmp_path):
     proc = subprocess.run([sys.executable, "tools/test.py", f"checkpoint={tmp_path / 'missing.pth'}"], cwd=repo_root,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "tools/test.py", f"checkpoint={ckpt}", "dataset.root=/nonexistent/coco"],
+    proc = subprocess.run([sys.executable, "tools/test.py", f"checkpoint={ckpt}", "dataset=coco", "dataset.root=/nonexistent/coco"],
                           cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "/nonexistent/coco" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Expected layout" in proc.stderr and "instances_val2017.json" in proc.stderr
+    assert not Path("/nonexistent").exists()
 
 
 def test_cfg_job_prints_the_composed_config(repo_root):
