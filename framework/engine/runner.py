@@ -27,6 +27,8 @@ from framework.engine.logging import MetricsWriter, log_to_files
 from framework.evaluation.coco import CocoEvaluator, format_metrics_table
 
 logger = logging.getLogger("framework")
+# a short bar so that the losses, lr, images/s and the run's ETA fit on one terminal line
+_BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -164,7 +166,7 @@ class Runner:
         loader = self.train_loader
         total_iters = self.max_epochs * len(loader)
         bar = tqdm(loader, desc=f"Epoch {self.epoch + 1}/{self.max_epochs}", disable=None if self.progress_bar else True,
-                   dynamic_ncols=True, leave=True, file=sys.stderr)
+                   dynamic_ncols=True, leave=True, file=sys.stderr, bar_format=_BAR_FORMAT)
         use_bar = not bar.disable
         window_start, window_images, window_iters = time.perf_counter(), 0, 0
         run_start, start_iter = time.perf_counter(), self.iter
@@ -208,7 +210,7 @@ class Runner:
         text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
         line = f"Epoch {self.epoch + 1}/{self.max_epochs} iter {it}/{n} {text} lr={lr:.3g} {ips:.1f} img/s eta {eta_s}"
         if use_bar:
-            bar.set_postfix_str(f"{text} lr={lr:.3g} {ips:.1f} img/s eta {eta_s}", refresh=False)
+            bar.set_postfix_str(f"{text} lr={lr:.3g} {ips:.1f} img/s run eta {eta_s}", refresh=False)
             log_to_files(line)
         else:
             logger.info(line)
