@@ -6,8 +6,10 @@ diagnose the failure from the overrides themselves and add "did you mean …".
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import inspect
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -15,6 +17,7 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+_SEQUENCE_ORIGINS = (list, tuple, collections.abc.Sequence)
 
 
 class ConfigError(ValueError):
@@ -100,40 +103,32 @@ def _locate(path: str) -> Any:
 
 
 def _scalar_ok(value: Any, hint: Any) -> bool | None:
-    """True/False when `value` (a YAML scalar) clearly fits / does not fit `hint`; None when we cannot tell."""
-    if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, (typing.TypeVar, str)):
+    """True/False when a YAML value (scalar, list or None) clearly fits / does not fit a type hint; None when the
+    hint is too loose to tell (Any, unannotated, a TypeVar, a generic other than a sequence)."""
+    if hint in (Any, inspect.Parameter.empty) or isinstance(hint, (typing.TypeVar, str)):
         return None
     origin = typing.get_origin(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        answers = [_scalar_ok(value, a) for a in typing.get_args(hint)]
-        if any(a is True for a in answers):
+    if origin in (typing.Union, types.UnionType):
+        answers = [_scalar_ok(value, arg) for arg in typing.get_args(hint)]
+        if True in answers:
             return True
-        return None if any(a is None for a in answers) else False
+        return None if None in answers else False
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if value is None:
         return hint is type(None)
-    if hint is type(None):
-        return False
     if origin is not None:
-        if isinstance(value, (list, tuple)):
-            return origin in (list, tuple, Sequence, typing.Sequence) or str(origin).endswith("Sequence'>") or None
-        if origin in (list, tuple) or str(origin).endswith("Sequence'>"):
-            return False
-        return None
+        return isinstance(value, (list, tuple)) if origin in _SEQUENCE_ORIGINS else None
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (bool, str):
-        return isinstance(value, hint)
-    if isinstance(hint, type):
-        if isinstance(value, (list, tuple)):
-            return hint in (list, tuple) or None
-        if hint.__module__ == "builtins":
-            return isinstance(value, hint)
-        return isinstance(value, hint) or (None if callable(value) else False)
-    return None
+    if not isinstance(hint, type):
+        return None
+    if isinstance(value, (list, tuple)):
+        return issubclass(hint, (list, tuple)) or None
+    # a YAML scalar is an instance of a builtin type; it can never be e.g. a Tensor or a Module
+    return isinstance(value, hint)
 
 
 def _type_name(hint: Any) -> str:

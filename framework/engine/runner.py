@@ -206,7 +206,7 @@ class Runner:
 
     def _log_iteration(self, bar: tqdm, use_bar: bool, stats: dict[str, float], lr: float, ips: float, eta: float,
                        it: int, n: int) -> None:
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta))
+        eta_s = f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}"  # may exceed 24 h
         text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
         line = f"Epoch {self.epoch + 1}/{self.max_epochs} iter {it}/{n} {text} lr={lr:.3g} {ips:.1f} img/s eta {eta_s}"
         if use_bar:

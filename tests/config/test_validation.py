@@ -57,3 +57,18 @@ def test_full_error_shows_hydras_own_report(repo_root):
     proc = subprocess.run([sys.executable, "tools/train.py", "optimizer.lrr=0.1"], cwd=repo_root, capture_output=True,
                           text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_type_hint_checks():
+    from typing import Literal, Optional, Sequence
+
+    import torch
+
+    from framework.config.validation import _scalar_ok
+
+    assert _scalar_ok(1, float) is True and _scalar_ok("abc", float) is False and _scalar_ok(True, int) is False
+    assert _scalar_ok("abc", float | torch.Tensor) is False and _scalar_ok(0.1, float | torch.Tensor) is True
+    assert _scalar_ok(None, Optional[float]) is True and _scalar_ok(None, float) is False
+    assert _scalar_ok([1, 2], Sequence[int]) is True and _scalar_ok("ab", Sequence[int]) is False
+    assert _scalar_ok("c5", Literal["c5", "p5"]) is True and _scalar_ok("c6", Literal["c5", "p5"]) is False
+    assert _scalar_ok("x", bool | str) is True and _scalar_ok(3, object) is True
