@@ -15,19 +15,14 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from framework.config import CONFIG_DIR
-from framework.engine.checkpoint import CheckpointError
-from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.config.validation import (
     ConfigError, check_components, did_you_mean, group_options, is_group, missing_keys, unknown_key_message,
 )
+from framework.engine.checkpoint import CheckpointError
+from framework.models.backbones.resnet import PretrainedWeightsError
 
 # Exceptions that mean "the user asked for something wrong", reported without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, PretrainedWeightsError)
-
-
-def register_user_error(exc_type: type[BaseException]) -> None:
-    global USER_ERRORS
-    USER_ERRORS = USER_ERRORS + (exc_type,)
 
 
 def _full_error() -> bool:
@@ -190,4 +185,4 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
     return decorator
 
 
-__all__ = ["ConfigError", "check_overrides", "hydra_cli", "register_user_error"]
+__all__ = ["ConfigError", "check_overrides", "hydra_cli"]

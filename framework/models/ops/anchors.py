@@ -56,13 +56,4 @@ class AnchorGenerator:
         return self._cache[key]
 
 
-def anchors_per_level(feature_sizes: Sequence[tuple[int, int]], num_base_anchors: int) -> list[int]:
-    return [h * w * num_base_anchors for h, w in feature_sizes]
-
-
-def octave_sizes(stride: int, octave_base_scale: float, scales_per_octave: int) -> list[float]:
-    """The anchor side lengths (ratio 1) on a level, for messages and docs."""
-    return [stride * octave_base_scale * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)]
-
-
-__all__ = ["AnchorGenerator", "anchors_per_level", "octave_sizes"]
+__all__ = ["AnchorGenerator"]
