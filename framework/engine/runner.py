@@ -173,7 +173,8 @@ class Runner:
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(bar):
             batch: Batch = batch.to(self.device, non_blocking=True)
-            losses = self.model(batch.images.contiguous(memory_format=self.memory_format), batch.targets)
+            losses = self.model(batch.images.contiguous(memory_format=self.memory_format), batch.targets,
+                                image_sizes=batch.image_sizes)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())

@@ -13,8 +13,12 @@ class Detector(nn.Module):
     are called with the sizes they depend on: the neck with `in_channels`/`in_strides` of the backbone outputs, the
     head with `in_channels`/`strides` of the neck outputs. Swapping `model/backbone=resnet18` then just works.
 
-    Train mode: `forward(images, targets)` returns a dict of losses. Eval mode: `forward(images, image_sizes=…,
-    orig_sizes=…)` returns per image `boxes` (XYXY, original pixels when `orig_sizes` is given), `scores`, `labels`.
+    Train mode: `forward(images, targets, image_sizes=…)` returns a dict of losses. Eval mode: `forward(images,
+    image_sizes=…, orig_sizes=…)` returns per image `boxes` (XYXY, original pixels when `orig_sizes` is given),
+    `scores` and `labels` (contiguous 0..K-1). `image_sizes` are the (h, w) of each image before padding (default:
+    the padded size); heads use them to keep proposals and detections out of the padding.
+
+    A head implements `loss(feats, targets, image_sizes)` and `predict(feats, image_sizes, orig_sizes)`.
     """
 
     def __init__(
@@ -47,10 +51,10 @@ class Detector(nn.Module):
         orig_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         feats = self.extract_features(images)
+        if image_sizes is None:
+            image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
         if self.training:
             if targets is None:
                 raise ValueError("Detector in train mode needs targets; call model.eval() for inference")
-            return self.head.loss(feats, targets)
-        if image_sizes is None:
-            image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
+            return self.head.loss(feats, targets, image_sizes)
         return self.head.predict(feats, image_sizes, orig_sizes)

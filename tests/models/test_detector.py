@@ -45,12 +45,12 @@ def test_train_forward_backward_each_box_loss():
 
 def test_eval_returns_detections_in_original_pixels():
     det = tiny_detector().eval()
-    det.head.score_thr = 0.0  # untrained: accept everything so there is something to check
+    det.head.postprocess.score_thr = 0.0  # untrained: accept everything so there is something to check
     out = det(torch.randn(2, 3, 64, 96), image_sizes=[(64, 96), (48, 64)], orig_sizes=[(128, 192), (48, 64)])
     assert len(out) == 2
     for d, (h, w) in zip(out, [(128, 192), (48, 64)]):
         assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
-        assert 0 < len(d["boxes"]) <= det.head.max_per_img
+        assert 0 < len(d["boxes"]) <= det.head.postprocess.max_per_img
         assert d["boxes"][:, 0::2].max() <= w and d["boxes"][:, 1::2].max() <= h and d["boxes"].min() >= 0
         assert d["labels"].max() < 3
         assert torch.all(d["scores"][:-1] >= d["scores"][1:])

@@ -11,24 +11,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from framework.models.losses import FocalLoss, L1Loss
+from framework.models.heads.common import conv_tower, uniform_channels
+from framework.models.losses import FocalLoss, L1Loss, check_loss
 from framework.models.ops.anchors import AnchorGenerator
 from framework.models.ops.assigners import IGNORE, MaxIoUAssigner
 from framework.models.ops.box_coder import DeltaBoxCoder
-from framework.models.ops.postprocess import multiclass_nms, rescale_detections
+from framework.models.ops.postprocess import Postprocessor, topk_per_level
 from framework.models.ops.targets import pad_targets
-
-
-def _conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str | None) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(num_convs):
-        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1))
-        if norm == "gn":
-            layers.append(nn.GroupNorm(32 if feat_channels % 32 == 0 else 8, feat_channels))
-        elif norm is not None:
-            raise ValueError(f"norm must be null or 'gn', got {norm!r}")
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class RetinaHead(nn.Module):
@@ -39,16 +28,17 @@ class RetinaHead(nn.Module):
         in_channels: channels of the neck outputs (Detector fills this in).
         strides: stride of each pyramid level (Detector fills this from the neck).
         feat_channels, stacked_convs, norm: width and depth of the towers; norm=None (paper) or "gn".
-        octave_base_scale, scales_per_octave, ratios: anchor shapes (see `AnchorGenerator`).
+        octave_base_scale, scales_per_octave, ratios, anchor_sizes, anchor_offset, torchvision_anchors: anchor shapes
+            (see `AnchorGenerator`); `anchor_sizes` per level replaces the octave scales.
         pos_iou_thr, neg_iou_thr, min_pos_iou: `MaxIoUAssigner` thresholds.
         cls_loss, box_loss: loss modules; a box loss with `on_boxes=True` (GIoU) gets decoded boxes.
-        score_thr, nms_pre, nms_iou_thr, max_per_img: inference: candidates kept per level, NMS and final count.
+        score_thr, nms_pre, nms_iou_thr, max_per_img, nms_type: inference (see `Postprocessor`).
     """
 
     def __init__(
         self,
         num_classes: int,
-        in_channels: int = 256,
+        in_channels: int | Sequence[int] = 256,
         strides: Sequence[int] = (8, 16, 32, 64, 128),
         feat_channels: int = 256,
         stacked_convs: int = 4,
@@ -56,6 +46,9 @@ class RetinaHead(nn.Module):
         octave_base_scale: float = 4.0,
         scales_per_octave: int = 3,
         ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        anchor_sizes: Sequence[Sequence[float]] | None = None,
+        anchor_offset: float = 0.5,
+        torchvision_anchors: bool = False,
         pos_iou_thr: float = 0.5,
         neg_iou_thr: float = 0.4,
         min_pos_iou: float = 0.0,
@@ -67,20 +60,23 @@ class RetinaHead(nn.Module):
         nms_pre: int = 1000,
         nms_iou_thr: float = 0.5,
         max_per_img: int = 100,
+        nms_type: str = "nms",
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        in_channels = uniform_channels(in_channels, "RetinaHead")
         self.num_classes = num_classes
-        self.anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
+        self.anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios, anchor_offset,
+                                                anchor_sizes, torchvision_anchors)
         self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou)
         self.box_coder = DeltaBoxCoder(box_coder_weights)
-        self.cls_loss = cls_loss if cls_loss is not None else FocalLoss()
-        self.box_loss = box_loss if box_loss is not None else L1Loss()
-        self.score_thr, self.nms_pre, self.nms_iou_thr, self.max_per_img = score_thr, nms_pre, nms_iou_thr, max_per_img
+        self.cls_loss = check_loss(cls_loss or FocalLoss(), "cls_loss", "RetinaHead", use_sigmoid=True)
+        self.box_loss = check_loss(box_loss or L1Loss(), "box_loss", "RetinaHead")
+        self.postprocess = Postprocessor(score_thr, nms_pre, nms_iou_thr, max_per_img, nms_type)
         na = self.anchor_generator.num_base_anchors
-        self.cls_tower = _conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.box_tower = _conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.box_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_out = nn.Conv2d(feat_channels, na * num_classes, 3, padding=1)
         self.box_out = nn.Conv2d(feat_channels, na * 4, 3, padding=1)
         for m in self.modules():
@@ -100,7 +96,8 @@ class RetinaHead(nn.Module):
             box.append(self.box_out(self.box_tower(f)).permute(0, 2, 3, 1).reshape(b, -1, 4))
         return torch.cat(cls, 1), torch.cat(box, 1), sizes
 
-    def loss(self, feats: Sequence[Tensor], targets: Sequence[dict]) -> dict[str, Tensor]:
+    def loss(self, feats: Sequence[Tensor], targets: Sequence[dict],
+             image_sizes: Sequence[tuple[int, int]] | None = None) -> dict[str, Tensor]:
         cls_logits, deltas, sizes = self(feats)
         anchors = self.anchor_generator.grid_anchors(sizes, cls_logits.device)
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, cls_logits.device)
@@ -129,23 +126,8 @@ class RetinaHead(nn.Module):
     ) -> list[dict[str, Tensor]]:
         cls_logits, deltas, sizes = self(feats)
         anchors = self.anchor_generator.grid_anchors(sizes, cls_logits.device)
-        batch, k = cls_logits.shape[0], self.num_classes
-        cand_scores, cand_idx = [], []
-        start = 0
-        # top-k per level, for all images at once: level l owns anchors [start, start + n)
-        for h, w in sizes:
-            n = h * w * self.anchor_generator.num_base_anchors
-            scores = cls_logits[:, start:start + n].sigmoid().reshape(batch, -1)  # [B, n*K]
-            top = min(self.nms_pre, scores.shape[1])
-            s, i = scores.topk(top, dim=1)
-            cand_scores.append(s)
-            cand_idx.append(i + start * k)
-            start += n
-        scores, flat_idx = torch.cat(cand_scores, 1), torch.cat(cand_idx, 1)  # [B, C]
-        keep = scores > self.score_thr
-        image_idx = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)[keep]
-        flat_idx, scores = flat_idx[keep], scores[keep]
-        anchor_idx, labels = flat_idx // k, flat_idx % k
-        boxes = self.box_coder.decode(deltas[image_idx, anchor_idx], anchors[anchor_idx])
-        dets = multiclass_nms(boxes.float(), scores.float(), labels, image_idx, batch, k, self.nms_iou_thr, self.max_per_img)
-        return rescale_detections(dets, image_sizes, orig_sizes)
+        level_sizes = [h * w * self.anchor_generator.num_base_anchors for h, w in sizes]
+        image_idx, anchor_idx, labels, scores = topk_per_level(
+            cls_logits.sigmoid(), level_sizes, self.postprocess.nms_pre, self.postprocess.score_thr)
+        boxes = self.box_coder.decode(deltas[image_idx, anchor_idx].float(), anchors[anchor_idx])
+        return self.postprocess(boxes, scores, labels, image_idx, self.num_classes, image_sizes, orig_sizes)

@@ -41,3 +41,21 @@ class DeltaBoxCoder:
         cx, cy = ax + dx * aw, ay + dy * ah
         w, h = aw * torch.exp(dw), ah * torch.exp(dh)
         return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+class DistanceBoxCoder:
+    """Boxes as distances (left, top, right, bottom) from a point, divided by `scale` (the level's stride when
+    `normalize=True`), as FCOS and the YOLOv8-style head regress them; torchvision's `BoxLinearCoder` with
+    `normalize_by_size=True` is the same transform with the anchor size (= stride) as scale."""
+
+    def __init__(self, normalize: bool = True) -> None:
+        self.normalize = normalize
+
+    def encode(self, boxes: Tensor, points: Tensor, scale: Tensor | None = None) -> Tensor:
+        ltrb = torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
+        return ltrb / scale[..., None] if self.normalize and scale is not None else ltrb
+
+    def decode(self, distances: Tensor, points: Tensor, scale: Tensor | None = None) -> Tensor:
+        if self.normalize and scale is not None:
+            distances = distances * scale[..., None]
+        return torch.cat([points - distances[..., :2], points + distances[..., 2:]], dim=-1)

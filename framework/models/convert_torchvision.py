@@ -1,0 +1,100 @@
+"""Map torchvision's RetinaNet, FCOS and Faster R-CNN (ResNet-50-FPN) state dicts onto our equivalent models.
+
+Our `retinanet_r50_fpn`, `fcos_r50_fpn` and `faster_rcnn_r50_fpn` configs are built to be the same networks as
+torchvision's, so conversion is a renaming of keys plus, optionally, choosing which of torchvision's 91 COCO class
+slots to keep (torchvision indexes its outputs by COCO category id; our heads use contiguous labels 0..K-1).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+ARCHS = ("retinanet", "fcos", "faster_rcnn")
+
+_BACKBONE_RULES: list[tuple[str, str | Callable[[re.Match], str]]] = [
+    (r"^backbone\.body\.conv1\.", "backbone.stem.0."),
+    (r"^backbone\.body\.bn1\.", "backbone.stem.1."),
+    (r"^backbone\.body\.(layer\d)\.", r"backbone.\1."),
+    (r"^backbone\.fpn\.", "neck.fpn."),
+]
+
+_RULES: dict[str, list[tuple[str, str | Callable[[re.Match], str]]]] = {
+    # RetinaNet towers are Conv2dNormActivation(conv, ReLU) blocks: conv.i.0 -> our Sequential index 2i
+    "retinanet": [
+        (r"^head\.classification_head\.conv\.(\d+)\.0\.", lambda m: f"head.cls_tower.{2 * int(m[1])}."),
+        (r"^head\.classification_head\.cls_logits\.", "head.cls_out."),
+        (r"^head\.regression_head\.conv\.(\d+)\.0\.", lambda m: f"head.box_tower.{2 * int(m[1])}."),
+        (r"^head\.regression_head\.bbox_reg\.", "head.box_out."),
+    ],
+    # FCOS towers are flat Sequentials of (conv, GroupNorm, ReLU): same indices as ours
+    "fcos": [
+        (r"^head\.classification_head\.conv\.", "head.cls_tower."),
+        (r"^head\.classification_head\.cls_logits\.", "head.cls_out."),
+        (r"^head\.regression_head\.conv\.", "head.box_tower."),
+        (r"^head\.regression_head\.bbox_reg\.", "head.box_out."),
+        (r"^head\.regression_head\.bbox_ctrness\.", "head.centerness_out."),
+    ],
+    "faster_rcnn": [
+        (r"^rpn\.head\.conv\.0\.0\.", "head.rpn.conv."),
+        (r"^rpn\.head\.cls_logits\.", "head.rpn.cls_out."),
+        (r"^rpn\.head\.bbox_pred\.", "head.rpn.box_out."),
+        (r"^roi_heads\.box_head\.(fc6|fc7)\.", r"head.roi.\1."),
+        (r"^roi_heads\.box_predictor\.cls_score\.", "head.roi.cls_out."),
+        (r"^roi_heads\.box_predictor\.bbox_pred\.", "head.roi.box_out."),
+    ],
+}
+
+
+def convert_key(key: str, arch: str) -> str:
+    for pattern, repl in _BACKBONE_RULES + _RULES[arch]:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    raise KeyError(f"No rule maps torchvision's {arch} key {key!r}; is this a {arch} ResNet-50-FPN state dict?")
+
+
+def _select_classes(weight: Tensor, num_slots: int, keep: Sequence[int], per: int) -> Tensor:
+    """Keep the rows of class slots `keep` in a tensor laid out as [groups, num_slots * per, ...]."""
+    shape = weight.shape
+    grouped = weight.reshape(-1, num_slots, per, *shape[1:])
+    return grouped[:, list(keep)].reshape(-1, *shape[1:])
+
+
+def convert_state_dict(state: dict[str, Tensor], arch: str, class_slots: Sequence[int] | None = None,
+                       num_anchors: int = 9) -> dict[str, Tensor]:
+    """Our state dict from torchvision's.
+
+    `class_slots`: torchvision output slots to keep, in our label order (e.g. the 80 COCO category ids, for a
+    model trained on torchvision's 91-slot layout to evaluate on a COCO dataset with contiguous labels). For Faster
+    R-CNN, slot 0 (background) is always kept in front. None keeps every slot as it is. `num_anchors`: anchors per
+    location of the RetinaNet (its class logits are laid out anchor-major).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        out[convert_key(key, arch)] = value
+    # FrozenBatchNorm2d (torchvision's pretrained detectors) has no num_batches_tracked; BatchNorm2d does
+    for key in [k for k in out if k.endswith(".running_var")]:
+        out.setdefault(key[: -len("running_var")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    if class_slots is not None:
+        keep = list(class_slots)
+        if arch == "retinanet":
+            num = state["head.classification_head.cls_logits.bias"].numel() // num_anchors
+            for k in ("weight", "bias"):
+                w = out[f"head.cls_out.{k}"]
+                out[f"head.cls_out.{k}"] = _select_classes(w, num, keep, 1)
+        elif arch == "fcos":
+            num = state["head.classification_head.cls_logits.bias"].numel()
+            for k in ("weight", "bias"):
+                out[f"head.cls_out.{k}"] = _select_classes(out[f"head.cls_out.{k}"], num, keep, 1)
+        else:
+            num = state["roi_heads.box_predictor.cls_score.bias"].numel()
+            keep = [0] + [s for s in keep if s != 0]
+            for k in ("weight", "bias"):
+                out[f"head.roi.cls_out.{k}"] = _select_classes(out[f"head.roi.cls_out.{k}"], num, keep, 1)
+                out[f"head.roi.box_out.{k}"] = _select_classes(out[f"head.roi.box_out.{k}"], num, keep, 4)
+    return out
