@@ -56,6 +56,14 @@ def convert_key(key: str, arch: str) -> str:
     raise KeyError(f"No rule maps torchvision's {arch} key {key!r}; is this a {arch} ResNet-50-FPN state dict?")
 
 
+def num_class_slots(state: dict[str, Tensor], arch: str, num_anchors: int = 9) -> int:
+    """How many class slots a torchvision state dict has (Faster R-CNN's include background)."""
+    if arch == "faster_rcnn":
+        return state["roi_heads.box_predictor.cls_score.bias"].numel()
+    slots = state["head.classification_head.cls_logits.bias"].numel()
+    return slots // num_anchors if arch == "retinanet" else slots
+
+
 def _select_classes(weight: Tensor, num_slots: int, keep: Sequence[int], per: int) -> Tensor:
     """Keep the rows of class slots `keep` in a tensor laid out as [groups, num_slots * per, ...]."""
     shape = weight.shape
@@ -82,19 +90,61 @@ def convert_state_dict(state: dict[str, Tensor], arch: str, class_slots: Sequenc
         out.setdefault(key[: -len("running_var")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
     if class_slots is not None:
         keep = list(class_slots)
-        if arch == "retinanet":
-            num = state["head.classification_head.cls_logits.bias"].numel() // num_anchors
-            for k in ("weight", "bias"):
-                w = out[f"head.cls_out.{k}"]
-                out[f"head.cls_out.{k}"] = _select_classes(w, num, keep, 1)
-        elif arch == "fcos":
-            num = state["head.classification_head.cls_logits.bias"].numel()
+        num = num_class_slots(state, arch, num_anchors)
+        if arch in ("retinanet", "fcos"):
             for k in ("weight", "bias"):
                 out[f"head.cls_out.{k}"] = _select_classes(out[f"head.cls_out.{k}"], num, keep, 1)
         else:
-            num = state["roi_heads.box_predictor.cls_score.bias"].numel()
             keep = [0] + [s for s in keep if s != 0]
             for k in ("weight", "bias"):
                 out[f"head.roi.cls_out.{k}"] = _select_classes(out[f"head.roi.cls_out.{k}"], num, keep, 1)
                 out[f"head.roi.box_out.{k}"] = _select_classes(out[f"head.roi.box_out.{k}"], num, keep, 4)
     return out
+
+
+# ------------------------------------------------------------------------------------------ sources and classes
+
+#: our model config and torchvision's builder / weights enum for each architecture
+TORCHVISION_MODELS = {
+    "retinanet": ("retinanet_r50_fpn", "retinanet_resnet50_fpn", "RetinaNet_ResNet50_FPN_Weights"),
+    "fcos": ("fcos_r50_fpn", "fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights"),
+    "faster_rcnn": ("faster_rcnn_r50_fpn", "fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights"),
+}
+
+
+class TorchvisionWeightsError(RuntimeError):
+    """The torchvision weights named on the command line cannot be found or downloaded."""
+
+
+def load_torchvision_state(arch: str, weights: str) -> tuple[dict[str, Tensor], list[str]]:
+    """A torchvision state dict and its class names (slot order), from a weights enum name (`COCO_V1`, downloaded
+    into torch's hub cache) or a `.pth` file holding a state dict (class names then come from COCO_V1's meta)."""
+    from pathlib import Path
+
+    from torchvision.models import detection
+
+    enum = getattr(detection, TORCHVISION_MODELS[arch][2])
+    names = list(enum.COCO_V1.meta["categories"])
+    if Path(weights).suffix in (".pth", ".pt") or Path(weights).is_file():
+        if not Path(weights).is_file():
+            raise TorchvisionWeightsError(f"Weights file not found: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        return state, names
+    try:
+        entry = enum[weights]
+    except KeyError:
+        raise TorchvisionWeightsError(f"{enum.__name__} has no weights {weights!r}; choose one of "
+                                      f"{', '.join(enum.__members__)} or give a .pth file") from None
+    try:
+        return entry.get_state_dict(progress=True, check_hash=True), list(entry.meta["categories"])
+    except Exception as exc:  # no internet, proxy, hash mismatch
+        raise TorchvisionWeightsError(
+            f"Could not download {entry.url}: {exc}. Without internet, download it elsewhere and pass the file "
+            "with --weights /path/to/file.pth.") from exc
+
+
+def coco_slots(names: Sequence[str]) -> list[int]:
+    """The slots of torchvision's 91-slot COCO layout that are real classes: the 80 COCO category ids, in the order
+    our COCO dataset gives contiguous labels (sorted category id)."""
+    return [i for i, n in enumerate(names) if n not in ("__background__", "N/A")]

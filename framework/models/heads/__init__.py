@@ -1,3 +1,7 @@
+from framework.models.heads.fcos import FCOSHead
+from framework.models.heads.rcnn import FasterRCNNHead
 from framework.models.heads.retina import RetinaHead
+from framework.models.heads.roi import RoIBoxHead
+from framework.models.heads.rpn import RPNHead
 
-__all__ = ["RetinaHead"]
+__all__ = ["FCOSHead", "FasterRCNNHead", "RPNHead", "RetinaHead", "RoIBoxHead"]

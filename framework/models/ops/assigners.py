@@ -44,8 +44,10 @@ class MaxIoUAssigner:
         self.min_pos_iou, self.match_low_quality = min_pos_iou, match_low_quality
 
     def assign(self, anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
-        """Returns `[B, A]` int64: the index of the assigned box in `[0, M)`, NEGATIVE (-1) or IGNORE (-2)."""
-        batch, num_anchors = gt_boxes.shape[0], anchors.shape[0]
+        """`anchors` [A, 4] shared by the batch, or [B, A, 4] per image (proposals); gt `[B, M, 4]`, `[B, M]`.
+
+        Returns `[B, A]` int64: the index of the assigned box in `[0, M)`, NEGATIVE (-1) or IGNORE (-2)."""
+        batch, num_anchors = gt_boxes.shape[0], anchors.shape[-2]
         if gt_boxes.shape[1] == 0:
             return torch.full((batch, num_anchors), NEGATIVE, dtype=torch.long, device=anchors.device)
         iou = batched_box_iou(gt_boxes, anchors)  # [B, M, A]
