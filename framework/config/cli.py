@@ -46,6 +46,25 @@ def _find_user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def expand_group_shortcuts(argv: list[str]) -> list[str]:
+    """`model.head.box_loss=ciou` → `model/head/box_loss=ciou` when `model/head/box_loss` is a config group and
+    `ciou` one of its options: a dotted key naming a component is almost always meant as a choice of option, and
+    Hydra itself would refuse to put a string where the component's mapping is."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        group = key.replace(".", "/")
+        if eq and not arg.startswith(("-", "+", "~")) and "." in key and "/" not in key and is_group(CONFIG_DIR, group):
+            options = group_options(CONFIG_DIR, group)
+            if value not in options:
+                raise ConfigError(f"'{value}' is not an option of the config group '{group}' (from '{arg}')."
+                                  f"{did_you_mean(value, options)} Available options: {', '.join(options)} "
+                                  f"(files in configs/{group}/); to set one key inside it, use {key}.<key>=….")
+            arg = f"{group}={value}"
+        out.append(arg)
+    return out
+
+
 def _parse_args(argv: list[str]) -> Any:
     from hydra._internal.utils import get_args_parser
 
@@ -126,7 +145,7 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = _parse_args(argv)
+    args = _parse_args(expand_group_shortcuts(argv))
     if args.help or args.hydra_help or args.info or args.shell_completion or getattr(args, "version", False):
         return None
     config_name = args.config_name or config_name
@@ -173,11 +192,14 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
         def main() -> Any:
             import hydra
 
-            if not _full_error():
-                try:
+            try:
+                sys.argv[1:] = expand_group_shortcuts(sys.argv[1:])
+                if not _full_error():
                     check_overrides(config_name, sys.argv[1:])
-                except ConfigError as exc:
-                    _fail(str(exc))
+            except ConfigError as exc:
+                if _full_error():
+                    raise
+                _fail(str(exc))
             return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(guarded)()
 
         return main

@@ -72,3 +72,15 @@ def test_type_hint_checks():
     assert _scalar_ok([1, 2], Sequence[int]) is True and _scalar_ok("ab", Sequence[int]) is False
     assert _scalar_ok("c5", Literal["c5", "p5"]) is True and _scalar_ok("c6", Literal["c5", "p5"]) is False
     assert _scalar_ok("x", bool | str) is True and _scalar_ok(3, object) is True
+
+
+def test_dotted_key_naming_a_group_selects_an_option():
+    from framework.config.cli import check_overrides, expand_group_shortcuts
+    from framework.config.validation import ConfigError
+
+    assert expand_group_shortcuts(["model.head.box_loss=ciou", "model.head.box_loss.loss_weight=2", "optimizer.lr=1"]) \
+        == ["model/head/box_loss=ciou", "model.head.box_loss.loss_weight=2", "optimizer.lr=1"]
+    cfg = check_overrides("train", ["model=fcos_r50_fpn", "model.head.box_loss=ciou"])
+    assert cfg.model.head.box_loss._target_.endswith("CIoULoss")
+    with pytest.raises(ConfigError, match="Did you mean 'ciou'"):
+        expand_group_shortcuts(["model.head.box_loss=ciuo"])
