@@ -20,9 +20,11 @@ from framework.config.validation import (
 )
 from framework.engine.checkpoint import CheckpointError
 from framework.models.backbones.resnet import PretrainedWeightsError
+from framework.models.backbones.timm import TimmNotInstalledError
 
 # Exceptions that mean "the user asked for something wrong", reported without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, PretrainedWeightsError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, PretrainedWeightsError,
+                                                TimmNotInstalledError)
 
 
 def _full_error() -> bool:

@@ -1,4 +1,4 @@
-"""ResNet backbones from torchvision, returning multi-scale feature maps.
+"""ResNet, ResNeXt and Wide ResNet backbones from torchvision, returning multi-scale feature maps.
 
 We wrap torchvision's ResNet rather than writing our own so that its pretrained weights load as they are; what
 torchvision lacks for detection is the choice of outputs, frozen stages and frozen batch-norm statistics.
@@ -7,43 +7,72 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 from torchvision import models
 
-_ARCHS = {
-    18: ("resnet18", "ResNet18_Weights", 64),
-    34: ("resnet34", "ResNet34_Weights", 64),
-    50: ("resnet50", "ResNet50_Weights", 256),
-    101: ("resnet101", "ResNet101_Weights", 256),
-    152: ("resnet152", "ResNet152_Weights", 256),
+from framework.models.backbones.base import (  # re-exported: framework.config.cli imports them from here
+    Backbone, PretrainedWeightsError, build_torchvision_model, check_frozen_stages, check_out_indices,
+    load_torchvision_weights, stage_stride,
+)
+
+__all__ = ["ResNet", "ResNetTrunk", "PretrainedWeightsError", "load_torchvision_weights"]
+
+# (depth, groups, width_per_group) -> torchvision builder and weights enum; each has ImageNet weights.
+_ARCHS: dict[tuple[int, int, int], tuple[str, str]] = {
+    (18, 1, 64): ("resnet18", "ResNet18_Weights"),
+    (34, 1, 64): ("resnet34", "ResNet34_Weights"),
+    (50, 1, 64): ("resnet50", "ResNet50_Weights"),
+    (101, 1, 64): ("resnet101", "ResNet101_Weights"),
+    (152, 1, 64): ("resnet152", "ResNet152_Weights"),
+    (50, 32, 4): ("resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
+    (101, 32, 8): ("resnext101_32x8d", "ResNeXt101_32X8D_Weights"),
+    (101, 64, 4): ("resnext101_64x4d", "ResNeXt101_64X4D_Weights"),
+    (50, 1, 128): ("wide_resnet50_2", "Wide_ResNet50_2_Weights"),
+    (101, 1, 128): ("wide_resnet101_2", "Wide_ResNet101_2_Weights"),
 }
 
 
-class PretrainedWeightsError(RuntimeError):
-    """Raised when pretrained weights were asked for but cannot be fetched (e.g. no internet)."""
+class ResNetTrunk(Backbone):
+    """The stem and `layer1..layerN` of a built `torchvision.models.ResNet` (any block type), N = max(out_indices).
+
+    Stage 0 is the stem (conv1, bn1, relu, maxpool: stride 4); stage i is torchvision's `layer<i>`, stride
+    2**(i + 1): layer1 4, layer2 8, layer3 16, layer4 32. Layers after the last output are not kept, so there are
+    no dead parameters and parameter counts are honest. Arguments are validated by the subclasses.
+    """
+
+    def __init__(
+        self, net: models.ResNet, out_indices: tuple[int, ...], frozen_stages: int, norm_eval: bool
+    ) -> None:
+        super().__init__(frozen_stages, norm_eval)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.num_stages = max(out_indices)
+        for i in range(1, self.num_stages + 1):
+            setattr(self, f"layer{i}", getattr(net, f"layer{i}"))
+        expansion = net.layer1[0].expansion  # 1 for BasicBlock, 4 for Bottleneck
+        self.out_indices = out_indices
+        self.out_channels = [64 * expansion * 2 ** (i - 1) for i in out_indices]
+        self.strides = [stage_stride(i) for i in out_indices]
+        self._freeze()
+
+    def stages(self) -> list[nn.Module]:
+        return [self.stem] + [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
 
 
-def load_torchvision_weights(arch: str, weights_enum: str, pretrained: bool | str) -> object | None:
-    """Resolve `pretrained` (False, True for the default weights, or a weights name) to a torchvision weights entry."""
-    if not pretrained:
-        return None
-    enum = getattr(models, weights_enum)
-    return enum.DEFAULT if pretrained is True else enum[str(pretrained)]
-
-
-class ResNet(nn.Module):
-    """A torchvision ResNet trunk that returns the outputs of the stages listed in `out_indices`.
+class ResNet(ResNetTrunk):
+    """A torchvision ResNet / ResNeXt / Wide ResNet trunk that returns the outputs of the stages in `out_indices`.
 
     Args:
         depth: 18, 34, 50, 101 or 152.
-        out_indices: which of `layer1..layer4` to return (1-based, as in torchvision's names): (2, 3, 4) gives
-            C3-C5 with strides 8, 16, 32.
+        out_indices: which of `layer1..layer4` to return (1-based, as in torchvision's names; layer i has stride
+            2**(i + 1)): (2, 3, 4) gives C3-C5 with strides 8, 16, 32.
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and layer1..layerk.
         norm_eval: keep BatchNorm layers in eval mode (running statistics frozen) while training, the usual choice
             with pretrained weights and small per-GPU batches. Leave it off when training from scratch.
         pretrained: False, True (torchvision's default ImageNet weights) or a weights name such as
             "IMAGENET1K_V2". Downloading needs internet; the error says how to place the file by hand.
+        groups, width_per_group: the bottleneck's grouped 3x3 convolution, as in torchvision: 1/64 is ResNet,
+            32/4 ResNeXt-50 (32x4d) with depth 50, 32/8 or 64/4 ResNeXt-101, 1/128 Wide ResNet-50/101-2. Only the
+            combinations torchvision ships weights for are accepted.
     """
 
     def __init__(
@@ -53,63 +82,21 @@ class ResNet(nn.Module):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         pretrained: bool | str = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
-        super().__init__()
-        if depth not in _ARCHS:
-            raise ValueError(f"ResNet depth must be one of {sorted(_ARCHS)}, got {depth}")
-        out_indices = tuple(int(i) for i in out_indices)
-        if not out_indices or any(i not in (1, 2, 3, 4) for i in out_indices) or list(out_indices) != sorted(out_indices):
-            raise ValueError(f"out_indices must be increasing stage numbers in 1..4, got {out_indices}")
-        if not -1 <= frozen_stages <= 4:
-            raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages}")
-        arch, weights_enum, base = _ARCHS[depth]
-        weights = load_torchvision_weights(arch, weights_enum, pretrained)
-        try:
-            net = getattr(models, arch)(weights=weights)
-        except Exception as exc:  # urllib errors, hash mismatches, …
-            raise PretrainedWeightsError(
-                f"Could not load the pretrained weights {weights} for {arch}: {exc}. Without internet, download "
-                f"{getattr(weights, 'url', '?')} elsewhere and put it in {torch.hub.get_dir()}/checkpoints/, "
-                "or train from scratch with model.backbone.pretrained=false."
-            ) from exc
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        # stages after the last output are never run: don't keep them (no dead parameters, honest counts)
-        self.num_stages = max(out_indices)
-        for i in range(1, self.num_stages + 1):
-            setattr(self, f"layer{i}", getattr(net, f"layer{i}"))
+        depths = sorted({d for d, _, _ in _ARCHS})
+        if depth not in depths:
+            raise ValueError(f"ResNet depth must be one of {depths}, got {depth}")
+        if (depth, groups, width_per_group) not in _ARCHS:
+            known = ", ".join(f"{d}/{g}/{w} ({a})" for (d, g, w), (a, _) in _ARCHS.items())
+            raise ValueError(f"ResNet has no architecture depth={depth}, groups={groups}, width_per_group="
+                             f"{width_per_group}; known depth/groups/width_per_group: {known}")
+        out_indices = check_out_indices(out_indices, range(1, 5))
+        check_frozen_stages(frozen_stages, 4)
+        arch, weights_enum = _ARCHS[depth, groups, width_per_group]
+        net = build_torchvision_model(arch, weights_enum, pretrained)
+        super().__init__(net, out_indices, frozen_stages, norm_eval)
         self.depth = depth
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.out_channels = [base * 2 ** (i - 1) for i in out_indices]
-        self.strides = [2 ** (i + 1) for i in out_indices]
-        self._freeze()
-
-    def stages(self) -> list[nn.Module]:
-        return [self.stem] + [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
-
-    def _frozen_modules(self) -> list[nn.Module]:
-        return self.stages()[: self.frozen_stages + 1]
-
-    def _freeze(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "ResNet":
-        super().train(mode)
-        self._freeze()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for i, stage in enumerate(self.stages()):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        self.groups = groups
+        self.width_per_group = width_per_group
