@@ -36,10 +36,23 @@ def data_overrides(shapes_root: Path, dataset: str) -> list[str]:
     return out
 
 
+# options that only fit some models, and a light backbone where the option under test is not the backbone
+CONTEXT = {("model/head/cls_loss", "ce"): ["model=faster_rcnn_r50_fpn"],
+           ("model/neck", "yolo_pan"): ["model=yolo_cspdarknet_s"]}
+LIGHT = ["model/backbone=resnet18"]
+
+
+def context(group: str, option: str) -> list[str]:
+    extra = CONTEXT.get((group, option), [])
+    if group.startswith("model/") and group != "model/backbone":
+        extra = [*extra, *LIGHT]
+    return extra
+
+
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_option_composes_and_instantiates(group, option, shapes_root):
     dataset = option if group == "dataset" else "shapes"
-    cfg = check_overrides("train", [f"{group}={option}"] + data_overrides(shapes_root, dataset))
+    cfg = check_overrides("train", [*context(group, option), f"{group}={option}"] + data_overrides(shapes_root, dataset))
     assert cfg is not None
     top = group.split("/")[0]
     if top in ("model", "experiment"):

@@ -1,5 +1,6 @@
 """Backbones: plain modules returning a list of feature maps, with `out_channels` and `strides` per map."""
 from framework.models.backbones.base import Backbone, PretrainedWeightsError
+from framework.models.backbones.cspdarknet import CSPDarknet
 from framework.models.backbones.mobilenet import MobileNetV2, MobileNetV3
 from framework.models.backbones.resnet import ResNet
 from framework.models.backbones.senet import SEBottleneck, SEResNet, SqueezeExcitation
@@ -8,6 +9,6 @@ from framework.models.backbones.timm import TimmBackbone, TimmNotInstalledError
 from framework.models.backbones.vgg import VGG
 
 __all__ = [
-    "Backbone", "MobileNetV2", "MobileNetV3", "PretrainedWeightsError", "ResNet", "SEBottleneck", "SEResNet",
+    "Backbone", "CSPDarknet", "MobileNetV2", "MobileNetV3", "PretrainedWeightsError", "ResNet", "SEBottleneck", "SEResNet",
     "ShuffleNetV2", "SqueezeExcitation", "TimmBackbone", "TimmNotInstalledError", "VGG",
 ]

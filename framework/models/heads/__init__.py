@@ -3,5 +3,6 @@ from framework.models.heads.rcnn import FasterRCNNHead
 from framework.models.heads.retina import RetinaHead
 from framework.models.heads.roi import RoIBoxHead
 from framework.models.heads.rpn import RPNHead
+from framework.models.heads.yolo import YOLOHead
 
-__all__ = ["FCOSHead", "FasterRCNNHead", "RPNHead", "RetinaHead", "RoIBoxHead"]
+__all__ = ["FCOSHead", "FasterRCNNHead", "RPNHead", "RetinaHead", "RoIBoxHead", "YOLOHead"]

@@ -50,8 +50,9 @@ class YOLOHead(nn.Module):
         feat_channels: width of both branches; None uses YOLOv8's rule from the finest level's width c:
             max(c, min(num_classes, 100)) for classification and max(16, c // 4, 64) for boxes.
         stacked_convs: 3×3 ConvNormAct layers per branch (YOLOv8: 2).
-        cls_loss: a sigmoid classification loss taking soft targets (default `BCEWithLogitsLoss()`).
-        box_loss: default `CIoULoss()`; an `on_boxes=False` loss (L1) compares stride-normalized distances.
+        cls_loss: a sigmoid classification loss taking soft targets; default `BCEWithLogitsLoss(loss_weight=0.5)`.
+        box_loss: default `CIoULoss(loss_weight=7.5)` (0.5 and 7.5 are YOLOv8's loss gains); an `on_boxes=False`
+            loss (L1) compares stride-normalized distances.
         topk, alpha, beta: `TaskAlignedAssigner` settings (YOLOv8: 10, 0.5, 6.0).
         prior_prob: initial class probability; None uses YOLOv8's per-level prior (5 objects of each class in a
             640×640 image: p = 5 / K / (640 / stride)²), which matters because every point is a candidate.
@@ -94,8 +95,9 @@ class YOLOHead(nn.Module):
         self.point_generator = PointGenerator(strides, offset=0.5)
         self.box_coder = DistanceBoxCoder(normalize=True)
         self.assigner = TaskAlignedAssigner(topk, alpha, beta)
-        self.cls_loss = check_loss(cls_loss or BCEWithLogitsLoss(), "cls_loss", "YOLOHead", use_sigmoid=True)
-        self.box_loss = check_loss(box_loss or CIoULoss(), "box_loss", "YOLOHead")
+        self.cls_loss = check_loss(cls_loss or BCEWithLogitsLoss(loss_weight=0.5), "cls_loss", "YOLOHead",
+                                   use_sigmoid=True)
+        self.box_loss = check_loss(box_loss or CIoULoss(loss_weight=7.5), "box_loss", "YOLOHead")
         self.postprocess = Postprocessor(score_thr, nms_pre, nms_iou_thr, max_per_img, nms_type)
         cls_width = feat_channels or max(channels[0], min(num_classes, 100))
         box_width = feat_channels or max(16, channels[0] // 4, 64)

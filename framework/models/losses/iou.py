@@ -1,16 +1,17 @@
 """IoU-family box losses on decoded XYXY boxes (`on_boxes = True`: the head decodes its predictions for them).
 
-GIoU, DIoU and CIoU come from `torchvision.ops`; plain IoU loss (1 − IoU) is the same intersection/union without
+GIoU and DIoU come from `torchvision.ops`, CIoU adds its aspect term to torchvision's DIoU; plain IoU loss (1 − IoU) is the same intersection/union without
 the penalty term, which torchvision does not expose element-wise. Each returns the (weighted) sum over boxes; the
 head normalizes. They run in float32 even under autocast: the divisions are unstable in half precision.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
-from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import distance_box_iou_loss, generalized_box_iou_loss
 
 from framework.models.losses.base import Loss, weighted_sum
 
@@ -65,7 +66,20 @@ class DIoULoss(_IoUFamilyLoss):
     _fn = staticmethod(distance_box_iou_loss)
 
 
+def _ciou_loss(pred: Tensor, target: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+    """DIoU loss (torchvision) + α·v with v the aspect-ratio term. Written out because torchvision's
+    `complete_box_iou_loss` divides by the box height without eps, so a zero-height prediction (a ReLU distance head
+    at initialization) gives NaN; the heights here get eps as in the YOLO implementations."""
+    diou = distance_box_iou_loss(pred, target, reduction="none", eps=eps)
+    wp, hp = pred[..., 2] - pred[..., 0], pred[..., 3] - pred[..., 1]
+    wt, ht = target[..., 2] - target[..., 0], target[..., 3] - target[..., 1]
+    v = (4 / math.pi**2) * (torch.atan(wt / (ht + eps)) - torch.atan(wp / (hp + eps))) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - elementwise_box_iou(pred, target, eps) + v + eps)
+    return diou + alpha * v
+
+
 class CIoULoss(_IoUFamilyLoss):
     """DIoU plus an aspect-ratio consistency term (Zheng et al.); the YOLO family's default."""
 
-    _fn = staticmethod(complete_box_iou_loss)
+    _fn = staticmethod(_ciou_loss)

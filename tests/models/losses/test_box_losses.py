@@ -41,3 +41,10 @@ def test_check_loss_refuses_the_wrong_kind():
         check_loss(FocalLoss(), "cls_loss", "RoIBoxHead", use_sigmoid=False)
     with pytest.raises(ValueError, match="must be a box loss"):
         check_loss(FocalLoss(), "box_loss", "FCOSHead")
+
+
+def test_ciou_is_finite_for_degenerate_predictions():
+    pred = torch.tensor([[5.0, 5, 5, 5], [0, 0, 10, 0]], requires_grad=True)  # zero width and/or height
+    loss = CIoULoss()(pred, torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()

@@ -1,0 +1,148 @@
+"""YOLOHead: shapes, losses (empty and non-empty targets, every box-loss kind), prediction contract, and a runner-based
+convergence check of a small `yolo_cspdarknet_s`-style detector on a few shapes images."""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, Subset
+from torchvision.transforms import v2
+
+from framework.data.datasets.shapes import ShapesDataset
+from framework.data.loader import build_dataloader
+from framework.data.transforms import Normalize
+from framework.engine.runner import Runner
+from framework.engine.schedulers import WarmupMultiStepLR
+from framework.evaluation.coco import CocoEvaluator
+from framework.models import Detector
+from framework.models.backbones.cspdarknet import CSPDarknet
+from framework.models.heads.yolo import YOLOHead
+from framework.models.losses import (
+    BCEWithLogitsLoss, CIoULoss, CrossEntropyLoss, GIoULoss, L1Loss, SmoothL1Loss, VarifocalLoss,
+)
+from framework.models.necks import PAN
+
+
+def tiny_yolo(num_classes: int = 3, **head_kwargs) -> Detector:
+    return Detector(CSPDarknet(size="n"), partial(PAN), partial(YOLOHead, num_classes=num_classes, **head_kwargs))
+
+
+def targets():
+    return [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 30.0, 60.0, 62.0]]), "labels": torch.tensor([0, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+
+
+def test_decoupled_branches_per_level_and_output_shapes():
+    head = YOLOHead(num_classes=5, in_channels=[64, 128, 256], strides=[8, 16, 32])
+    assert len(head.cls_branches) == len(head.box_branches) == 3
+    assert head.cls_branches[2][0].conv.in_channels == 256
+    # YOLOv8's widths from the finest level: cls max(64, min(5, 100)) = 64, box max(16, 64 // 4, 64) = 64
+    assert head.cls_branches[0][-1].in_channels == 64 and head.box_branches[0][-1].out_channels == 4
+    feats = [torch.randn(2, c, 64 // s, 96 // s) for c, s in [(64, 8), (128, 16), (256, 32)]]
+    cls, dist, sizes = head(feats)
+    points = sum(h * w for h, w in sizes)
+    assert sizes == [(8, 12), (4, 6), (2, 3)] and cls.shape == (2, points, 5) and dist.shape == (2, points, 4)
+    assert (dist > 0).all()  # softplus distances
+    shared = YOLOHead(num_classes=5, in_channels=32, strides=[8, 16, 32, 64], feat_channels=16, stacked_convs=1)
+    assert len(shared.cls_branches) == 4 and shared.cls_branches[0][0].conv.out_channels == 16
+    with pytest.raises(ValueError, match="in_channels"):
+        YOLOHead(num_classes=5, in_channels=[64, 128], strides=[8, 16, 32])
+
+
+def test_bias_init_follows_yolov8():
+    head = YOLOHead(num_classes=4, in_channels=[32, 64, 128], strides=[8, 16, 32])
+    for branch, stride in zip(head.cls_branches, (8, 16, 32)):
+        prior = 5 / 4 / (640 / stride) ** 2  # five objects per class in a 640x640 image
+        torch.testing.assert_close(branch[-1].bias, torch.full((4,), math.log(prior / (1 - prior))))
+    assert (head.box_branches[0][-1].bias == 1.0).all()
+    fixed = YOLOHead(num_classes=4, in_channels=32, strides=[8], prior_prob=0.01)
+    torch.testing.assert_close(fixed.cls_branches[0][-1].bias, torch.full((4,), math.log(0.01 / 0.99)))
+
+
+@pytest.mark.parametrize("box_loss", [CIoULoss(), GIoULoss(), L1Loss(), SmoothL1Loss()], ids=type)
+def test_loss_finite_and_gradients_reach_the_backbone(box_loss):
+    torch.manual_seed(0)
+    det = tiny_yolo(box_loss=box_loss).train()
+    losses = det(torch.randn(2, 3, 64, 64), targets())
+    assert set(losses) == {"loss_cls", "loss_box"}
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_box"] > 0
+    sum(losses.values()).backward()
+    assert det.backbone.stem.conv.weight.grad.abs().sum() > 0
+    assert all(b[-1].weight.grad.abs().sum() > 0 for b in det.head.box_branches[:1])
+
+
+def test_loss_without_any_ground_truth():
+    det = tiny_yolo().train()
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    losses = det(torch.randn(2, 3, 64, 64), empty)
+    assert losses["loss_box"] == 0 and torch.isfinite(losses["loss_cls"]) and losses["loss_cls"] > 0
+    sum(losses.values()).backward()  # still a graph: every point is pushed towards background
+    assert det.head.cls_branches[0][-1].weight.grad.abs().sum() > 0
+
+
+def test_label_smoothing_and_varifocal_cls_losses():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    for cls_loss in (BCEWithLogitsLoss(label_smoothing=0.1), VarifocalLoss()):
+        losses = tiny_yolo(cls_loss=cls_loss).train()(x, targets())
+        assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="sigmoid classification loss"):
+        YOLOHead(num_classes=3, cls_loss=CrossEntropyLoss())
+    with pytest.raises(ValueError, match="box loss"):
+        YOLOHead(num_classes=3, box_loss=BCEWithLogitsLoss())
+
+
+def test_loss_is_normalized_by_the_target_score_sum():
+    torch.manual_seed(0)
+    head = YOLOHead(num_classes=2, in_channels=8, strides=[8], stacked_convs=0, box_loss=L1Loss())
+    feat = torch.randn(1, 8, 8, 8)
+    one = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]
+    single = head.loss([feat], one)
+    # the same image twice: sums double, and so does the normalizer, so the losses do not change
+    double = head.loss([torch.cat([feat, feat])], one * 2)
+    for k in single:
+        torch.testing.assert_close(double[k], single[k])
+
+
+def test_predict_fields_shapes_and_boxes_inside_the_image():
+    torch.manual_seed(0)
+    det = tiny_yolo().eval()
+    det.head.postprocess.score_thr = 0.0  # untrained: accept everything so there is something to check
+    out = det(torch.randn(2, 3, 64, 96), image_sizes=[(64, 96), (48, 64)], orig_sizes=[(128, 192), (48, 64)])
+    assert len(out) == 2
+    for d, (h, w) in zip(out, [(128, 192), (48, 64)]):
+        assert set(d) == {"boxes", "scores", "labels"}
+        assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
+        assert 0 < len(d["boxes"]) <= det.head.postprocess.max_per_img
+        assert d["boxes"][:, 0::2].max() <= w and d["boxes"][:, 1::2].max() <= h and d["boxes"].min() >= 0
+        assert d["labels"].dtype == torch.int64 and d["labels"].max() < 3
+        assert torch.all(d["scores"][:-1] >= d["scores"][1:])
+    head = det.head
+    assert (head.postprocess.score_thr, head.postprocess.nms_iou_thr, head.postprocess.max_per_img) == (0.0, 0.7, 300)
+
+
+@pytest.mark.slow
+def test_yolo_overfits_a_few_images(shapes_root, tmp_path):
+    """The yolo_cspdarknet_s layout (CSPDarknet-v8 + C2f PAN + YOLO head) at n width, trained by the Runner."""
+    torch.manual_seed(0)
+    pipeline = v2.Compose([v2.Resize(96, max_size=144), Normalize()])
+    data = ShapesDataset(str(shapes_root), split="train", transforms=pipeline)
+    few = Subset(data, list(range(4)))
+    train_loader = build_dataloader(ConcatDataset([few] * 8), batch_size=4, shuffle=True, drop_last=True)
+    model = Detector(CSPDarknet(arch="v8", size="n"), partial(PAN, block="c2f", depth=1),
+                     partial(YOLOHead, num_classes=4))
+    # AdamW, as ultralytics' optimizer="auto" picks for short runs; SGD needs far more than 144 iterations here
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=1e-4)
+    epochs = 18
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[14], warmup_iters=20, iters_per_epoch=len(train_loader))
+    evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
+    runner = Runner(model, build_dataloader(few, batch_size=4), evaluator, tmp_path, train_loader=train_loader,
+                    optimizer=optimizer, scheduler=scheduler, max_epochs=epochs, eval_interval=epochs,
+                    progress_bar=False)
+    result = runner.train()
+    assert result["last"]["bbox_mAP_50"] >= 0.9, evaluator.summary
+    assert sorted(evaluator.image_ids) == sorted(data.ids[:4])
