@@ -66,9 +66,9 @@ def step_time(model: torch.nn.Module, size: int, batch: int, steps: int) -> tupl
     return statistics.median(times), max(times) - min(times)
 
 
-def train_and_eval(model: str, data_root: Path, work: Path, epochs: int, size: int, batch: int, lr: float,
-                   max_iters: int | None) -> tuple[dict, float]:
-    overrides = [f"dataset.root={data_root}", f"trainer.max_epochs={epochs}", f"trainer.eval_interval={epochs}",
+def train_and_eval(model: str, data_root: Path, work: Path, epochs: int, size: int, batch: int, optimizer: str,
+                   lr: float, max_iters: int | None) -> tuple[dict, float]:
+    overrides = [f"optimizer={optimizer}", f"dataset.root={data_root}", f"trainer.max_epochs={epochs}", f"trainer.eval_interval={epochs}",
                  f"dataset.batch_size={batch}", f"dataset.min_size={size}", f"dataset.max_size={int(size * 1.5)}",
                  "dataset.num_workers=1", f"optimizer.lr={lr}", "scheduler.warmup_iters=100",
                  f"scheduler.milestones=[{max(epochs - 1, 1)}]", "trainer.grad_clip_norm=10.0",
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="training epochs on shapes (2000 images) per model")
     p.add_argument("--size", type=int, default=128, help="training/eval shorter side on shapes")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--optimizer", default="adamw", help="optimizer config (configs/optimizer/)")
+    p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--step-size", type=int, default=320, help="square input of the train-step timing")
     p.add_argument("--step-batch", type=int, default=2)
     p.add_argument("--no-train", action="store_true", help="skip the mAP column")
@@ -118,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         row.update(step_s=med, step_spread_s=spread)
         if not args.no_train:
             metrics, seconds = train_and_eval(name, data_root, tmp / "runs", args.epochs, args.size, args.batch,
-                                              args.lr, 1 if args.quick else None)
+                                              args.optimizer, args.lr, 1 if args.quick else None)
             row.update(mAP=metrics.get("bbox_mAP"), mAP50=metrics.get("bbox_mAP_50"), train_s=seconds)
         rows.append(row)
         print(json.dumps(row), flush=True)
     header = (f"| model | backbone / neck / head | params (M) | GFLOPs @640 | train step (s, batch {args.step_batch} @"
-              f"{args.step_size}²) | shapes mAP / AP50 ({args.epochs} ep @{args.size}px) | train time |")
+              f"{args.step_size}²) | shapes mAP / AP50 ({args.epochs} ep @{args.size}px, {args.optimizer}) | "
+              "train time |")
     print("\n" + header + "\n|---|---|---|---|---|---|---|")
     for r in rows:
         m = f"{r['mAP']:.3f} / {r['mAP50']:.3f}" if "mAP" in r else "—"

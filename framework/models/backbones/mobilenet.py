@@ -102,6 +102,10 @@ class MobileNetV3(_MobileNet):
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages 1..k.
         norm_eval: keep BatchNorm layers in eval mode while training.
         pretrained: False, True (torchvision's default ImageNet weights) or a weights name ("IMAGENET1K_V1").
+        bn_momentum: torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for long ImageNet runs; the
+            running statistics then trail the weights for thousands of iterations, and a detector trained from
+            scratch for a short schedule evaluates with stale statistics (shapes mAP 0.0 after one epoch, where 0.1
+            learns). 0.1 (PyTorch's default) unless set; None keeps torchvision's value.
     """
 
     def __init__(
@@ -111,11 +115,16 @@ class MobileNetV3(_MobileNet):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         pretrained: bool | str = False,
+        bn_momentum: float | None = 0.1,
     ) -> None:
         if variant not in ("large", "small"):
             raise ValueError(f"MobileNetV3 variant must be 'large' or 'small', got {variant!r}")
         out_indices = check_out_indices(out_indices, range(1, 5))
         check_frozen_stages(frozen_stages, 4)
         net = build_torchvision_model(f"mobilenet_v3_{variant}", f"MobileNet_V3_{variant.title()}_Weights", pretrained)
+        if bn_momentum is not None:
+            for m in net.features.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.momentum = bn_momentum
         super().__init__(net.features, out_indices, frozen_stages, norm_eval)
         self.variant = variant
