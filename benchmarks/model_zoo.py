@@ -83,6 +83,20 @@ def train_and_eval(model: str, data_root: Path, work: Path, epochs: int, size: i
     return result["last"], time.perf_counter() - start
 
 
+def merged(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """Previous rows in their order with re-measured models replaced, then the new models."""
+    new = {r["model"]: r for r in rows}
+    return [new.pop(r["model"], r) for r in previous] + list(new.values())
+
+
+def write_json(args: argparse.Namespace, rows: list[dict]) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("models", "merge", "out")},
+        "torch": torch.__version__, "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads", "rows": rows}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=None, help="comma-separated model configs (default: all)")
@@ -96,17 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-train", action="store_true", help="skip the mAP column")
     p.add_argument("--quick", action="store_true", help="smoke run on a tiny dataset")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "model_zoo.json")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of other models already in --out (one long model per run)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(torch.get_num_threads())
     models = args.models.split(",") if args.models else group_options(CONFIG_DIR, "model")
     tmp = Path(tempfile.mkdtemp(prefix="model_zoo_"))
+    print(f"training runs (config, metrics.jsonl, TensorBoard) go to {tmp / 'runs'}", flush=True)
     if args.quick:
         data_root = tmp / "shapes"
         generate_shapes(data_root, num_train=16, num_val=8, seed=0)
         args.epochs, args.size, args.batch = 1, 64, 4
     else:
         data_root = REPO / "data" / "shapes"
+    previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.exists() else []
     rows = []
     for name in models:
         cfg = build(name, ["dataset.num_classes=4"])
@@ -121,22 +139,19 @@ def main(argv: list[str] | None = None) -> int:
             metrics, seconds = train_and_eval(name, data_root, tmp / "runs", args.epochs, args.size, args.batch,
                                               args.optimizer, args.lr, 1 if args.quick else None)
             row.update(mAP=metrics.get("bbox_mAP"), mAP50=metrics.get("bbox_mAP_50"), train_s=seconds)
+        row["date"] = time.strftime("%Y-%m-%d")
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write_json(args, merged(previous, rows))  # after every model: a cut-short run keeps what it measured
     header = (f"| model | backbone / neck / head | params (M) | GFLOPs @640 | train step (s, batch {args.step_batch} @"
               f"{args.step_size}²) | shapes mAP / AP50 ({args.epochs} ep @{args.size}px, {args.optimizer}) | "
               "train time |")
     print("\n" + header + "\n|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in merged(previous, rows):
         m = f"{r['mAP']:.3f} / {r['mAP50']:.3f}" if "mAP" in r else "—"
         t = f"{r['train_s'] / 60:.1f} min" if "train_s" in r else "—"
         print(f"| `{r['model']}` | {r['backbone']} / {r['neck']} / {r['head']} | {r['params_M']:.2f} | "
               f"{r['gflops_640']:.1f} | {r['step_s']:.2f} ± {r['step_spread_s'] / 2:.2f} | {m} | {t} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "settings": {k: str(v) for k, v in vars(args).items()}, "torch": torch.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"\nWrote {args.out}")
     return 0
 
