@@ -42,7 +42,7 @@ def count_flops(model: torch.nn.Module, size: int) -> float:
     """Forward FLOPs (2 per multiply-add) of one image in eval mode, post-processing included."""
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, 3, size, size))
+        model(torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
     return counter.get_total_flops()
 
 
@@ -67,14 +67,14 @@ def step_time(model: torch.nn.Module, size: int, batch: int, steps: int) -> tupl
 
 
 def train_and_eval(model: str, data_root: Path, work: Path, epochs: int, size: int, batch: int, optimizer: str,
-                   lr: float, max_iters: int | None) -> tuple[dict, float]:
+                   lr: float, max_iters: int | None, extra: list[str]) -> tuple[dict, float]:
     overrides = [f"optimizer={optimizer}", f"dataset.root={data_root}", f"trainer.max_epochs={epochs}", f"trainer.eval_interval={epochs}",
                  f"dataset.batch_size={batch}", f"dataset.min_size={size}", f"dataset.max_size={int(size * 1.5)}",
                  "dataset.num_workers=1", f"optimizer.lr={lr}", "scheduler.warmup_iters=100",
                  f"scheduler.milestones=[{max(epochs - 1, 1)}]", "trainer.grad_clip_norm=10.0",
                  "trainer.progress_bar=false", "trainer.log_interval=50", f"experiment_name=zoo_{model}",
                  f"work_dir={work / model}"]
-    cfg = build(model, overrides)
+    cfg = build(model, [*overrides, *extra])
     runner = Runner.from_config(cfg)
     if max_iters is not None:  # --quick: cut the loader short
         runner.train_loader = [b for _, b in zip(range(max_iters), runner.train_loader)]
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-train", action="store_true", help="skip the mAP column")
     p.add_argument("--quick", action="store_true", help="smoke run on a tiny dataset")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "model_zoo.json")
+    p.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE",
+                   help="extra Hydra overrides for every model, e.g. --set model.head.norm=gn")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of other models already in --out (one long model per run)")
     args = p.parse_args(argv)
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.exists() else []
     rows = []
     for name in models:
-        cfg = build(name, ["dataset.num_classes=4"])
+        cfg = build(name, ["dataset.num_classes=4", *args.set])
+        torch.manual_seed(0)  # the same weights every run: Faster R-CNN's FLOPs depend on the proposals kept
         model = instantiate(cfg.model)
         row = {"model": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
                "backbone": type(model.backbone).__name__, "neck": type(model.neck).__name__,
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         row.update(step_s=med, step_spread_s=spread)
         if not args.no_train:
             metrics, seconds = train_and_eval(name, data_root, tmp / "runs", args.epochs, args.size, args.batch,
-                                              args.optimizer, args.lr, 1 if args.quick else None)
+                                              args.optimizer, args.lr, 1 if args.quick else None, args.set)
             row.update(mAP=metrics.get("bbox_mAP"), mAP50=metrics.get("bbox_mAP_50"), train_s=seconds)
         row["date"] = time.strftime("%Y-%m-%d")
         rows.append(row)
