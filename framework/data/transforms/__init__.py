@@ -1,3 +1,4 @@
+from framework.data.transforms.gridmask import GridMask
 from framework.data.transforms.normalize import Normalize
 
-__all__ = ["Normalize"]
+__all__ = ["GridMask", "Normalize"]

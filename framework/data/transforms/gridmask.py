@@ -1,0 +1,105 @@
+"""GridMask (Chen et al., 2020): hide a regular, randomly shifted and rotated grid of squares in the image.
+
+Written here because torchvision has no equivalent: `RandomErasing` hides one rectangle, while GridMask hides
+many small regions spread evenly over the image, so an object is rarely hidden completely and boxes can stay as
+they are. Put it before `Normalize`: the filled pixels take the normalization mean, so after `Normalize` they are
+zero, the value the network sees for "no information" (on an already normalized image use `fill=[0, 0, 0]`).
+
+The probability can ramp up with the epochs (`prob × min(1, epoch / ramp_epochs)`), as the paper does, because a
+strong occlusion early in training slows convergence. The runner calls `set_epoch`; `effective_prob` is what is
+applied in the current epoch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+class GridMask(v2.Transform):
+    """Hide a grid of squares.
+
+    Args:
+        d1, d2: the grid period `d` (pixels) is drawn uniformly from [d1, d2] per image.
+        ratio: the kept band of each period, `l = ratio · d`. With `mode=1` (the paper's default) the hidden squares
+            have side `d − l`, so a fraction `(1 − ratio)²` of the image is hidden; `mode=0` hides the bands
+            instead (a fraction `1 − (1 − ratio)²`).
+        rotate: the grid is rotated by an angle drawn uniformly from [0, rotate) degrees (0: never rotated).
+        prob: probability of applying it to an image once the ramp is over.
+        ramp_epochs: epochs over which the probability grows linearly from 0 to `prob` (0: no ramp).
+        fill: the fill colour as fractions of the full range, one per channel (the normalization mean).
+    """
+
+    _transformed_types = (tv_tensors.Image, Tensor)
+
+    def __init__(self, d1: int = 24, d2: int = 64, ratio: float = 0.6, rotate: float = 0.0, mode: int = 1,
+                 prob: float = 0.7, ramp_epochs: int = 0,
+                 fill: Sequence[float] = (0.485, 0.456, 0.406)) -> None:
+        super().__init__()
+        if not 1 <= d1 <= d2:
+            raise ValueError(f"GridMask: need 1 <= d1 <= d2, got d1={d1}, d2={d2}")
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"GridMask: ratio must be in (0, 1), got {ratio}")
+        if mode not in (0, 1):
+            raise ValueError(f"GridMask: mode must be 0 (hide the bands) or 1 (hide the squares), got {mode}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"GridMask: prob must be in [0, 1], got {prob}")
+        if ramp_epochs < 0 or rotate < 0:
+            raise ValueError(f"GridMask: ramp_epochs and rotate must be >= 0, got {ramp_epochs}, {rotate}")
+        self.d1, self.d2, self.ratio, self.rotate, self.mode = int(d1), int(d2), float(ratio), float(rotate), mode
+        self.prob, self.ramp_epochs = float(prob), int(ramp_epochs)
+        self.fill = [float(f) for f in fill]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def effective_prob(self) -> float:
+        if self.ramp_epochs == 0:
+            return self.prob
+        return self.prob * min(1.0, self.epoch / self.ramp_epochs)
+
+    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
+        # only the image: boxes, labels and masks of the target stay as they are
+        return [isinstance(x, tv_tensors.Image) for x in flat_inputs]
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if not any(isinstance(x, tv_tensors.Image) for x in flat_inputs) or torch.rand(()) >= self.effective_prob:
+            return {"hidden": None}
+        image = next(x for x in flat_inputs if isinstance(x, tv_tensors.Image))
+        return {"hidden": self.hidden_mask(*image.shape[-2:])}
+
+    def hidden_mask(self, height: int, width: int) -> Tensor:
+        """Boolean (height, width) mask of the hidden pixels, drawn with torch's global generator."""
+        side = math.ceil(math.hypot(height, width)) if self.rotate > 0 else max(height, width)
+        d = int(torch.randint(self.d1, self.d2 + 1, ()))
+        kept = min(max(round(d * self.ratio), 1), d - 1) if d > 1 else 1
+        shift_y, shift_x = torch.randint(0, d, (2,)).tolist()
+        coords = torch.arange(side)
+        band_y = ((coords - shift_y) % d) < kept
+        band_x = ((coords - shift_x) % d) < kept
+        bands = band_y[:, None] | band_x[None, :]
+        hidden = ~bands if self.mode == 1 else bands
+        if self.rotate > 0:
+            angle = float(torch.rand(())) * self.rotate
+            hidden = F.rotate(hidden[None].to(torch.uint8), angle, interpolation=v2.InterpolationMode.NEAREST)[0].bool()
+        top, left = (side - height) // 2, (side - width) // 2
+        return hidden[top:top + height, left:left + width]
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        hidden = params["hidden"]
+        if hidden is None:
+            return inpt
+        fill = torch.tensor(self.fill, dtype=torch.float32)
+        if len(self.fill) != inpt.shape[-3]:
+            raise ValueError(f"GridMask: fill has {len(self.fill)} values for an image with {inpt.shape[-3]} channels")
+        if not inpt.is_floating_point():  # uint8 images: the fraction of the full range
+            fill = (fill * torch.iinfo(inpt.dtype).max).round()
+        out = torch.where(hidden, fill.to(inpt.dtype)[:, None, None], inpt.as_subclass(Tensor))
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
