@@ -1,4 +1,5 @@
 from framework.data.transforms.gridmask import GridMask
+from framework.data.transforms.lighting import PCALighting
 from framework.data.transforms.normalize import Normalize
 
-__all__ = ["GridMask", "Normalize"]
+__all__ = ["GridMask", "Normalize", "PCALighting"]
