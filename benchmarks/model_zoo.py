@@ -89,12 +89,30 @@ def merged(previous: list[dict], rows: list[dict]) -> list[dict]:
     return [new.pop(r["model"], r) for r in previous] + list(new.values())
 
 
+def settings(args: argparse.Namespace) -> dict[str, str]:
+    """What every row of one results file must share: the budget, the optimizer, the timing input, the overrides."""
+    return {k: str(v) for k, v in vars(args).items() if k not in ("models", "merge", "out")}
+
+
+def previous_rows(args: argparse.Namespace) -> list[dict]:
+    """Rows already in --out, for --merge; refused when they were measured with other settings."""
+    if not (args.merge and args.out.exists()):
+        return []
+    saved = json.loads(args.out.read_text())
+    ours = settings(args)
+    differ = {k: (v, ours[k]) for k, v in saved["settings"].items() if k in ours and v != ours[k]}
+    if differ:
+        sys.exit(f"--merge: {args.out} was measured with other settings (saved, now): {differ}; "
+                 "use the same options or another --out")
+    return saved["rows"]
+
+
 def write_json(args: argparse.Namespace, rows: list[dict]) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("models", "merge", "out")},
-        "torch": torch.__version__, "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads", "rows": rows}, indent=2))
+        "settings": settings(args), "torch": torch.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "rows": rows}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs, args.size, args.batch = 1, 64, 4
     else:
         data_root = REPO / "data" / "shapes"
-    previous = json.loads(args.out.read_text())["rows"] if args.merge and args.out.exists() else []
+    previous = previous_rows(args)
     rows = []
     for name in models:
         cfg = build(name, ["dataset.num_classes=4", *args.set])

@@ -20,8 +20,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from framework.data.transforms.base import ImageTransform
 
-class GridMask(v2.Transform):
+
+class GridMask(ImageTransform):
     """Hide a grid of squares.
 
     Args:
@@ -35,14 +37,12 @@ class GridMask(v2.Transform):
         fill: the fill colour as fractions of the full range, one per channel (the normalization mean).
     """
 
-    _transformed_types = (tv_tensors.Image, Tensor)
-
     def __init__(self, d1: int = 24, d2: int = 64, ratio: float = 0.6, rotate: float = 0.0, mode: int = 1,
                  prob: float = 0.7, ramp_epochs: int = 0,
                  fill: Sequence[float] = (0.485, 0.456, 0.406)) -> None:
         super().__init__()
-        if not 1 <= d1 <= d2:
-            raise ValueError(f"GridMask: need 1 <= d1 <= d2, got d1={d1}, d2={d2}")
+        if not 2 <= d1 <= d2:
+            raise ValueError(f"GridMask: need 2 <= d1 <= d2, got d1={d1}, d2={d2}")
         if not 0.0 < ratio < 1.0:
             raise ValueError(f"GridMask: ratio must be in (0, 1), got {ratio}")
         if mode not in (0, 1):
@@ -65,10 +65,6 @@ class GridMask(v2.Transform):
             return self.prob
         return self.prob * min(1.0, self.epoch / self.ramp_epochs)
 
-    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
-        # only the image: boxes, labels and masks of the target stay as they are
-        return [isinstance(x, tv_tensors.Image) for x in flat_inputs]
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if not any(isinstance(x, tv_tensors.Image) for x in flat_inputs) or torch.rand(()) >= self.effective_prob:
             return {"hidden": None}
@@ -79,7 +75,7 @@ class GridMask(v2.Transform):
         """Boolean (height, width) mask of the hidden pixels, drawn with torch's global generator."""
         side = math.ceil(math.hypot(height, width)) if self.rotate > 0 else max(height, width)
         d = int(torch.randint(self.d1, self.d2 + 1, ()))
-        kept = min(max(round(d * self.ratio), 1), d - 1) if d > 1 else 1
+        kept = min(max(round(d * self.ratio), 1), d - 1)  # both the band and the square at least 1 px
         shift_y, shift_x = torch.randint(0, d, (2,)).tolist()
         coords = torch.arange(side)
         band_y = ((coords - shift_y) % d) < kept
@@ -92,14 +88,13 @@ class GridMask(v2.Transform):
         top, left = (side - height) // 2, (side - width) // 2
         return hidden[top:top + height, left:left + width]
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+    def apply_image(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         hidden = params["hidden"]
         if hidden is None:
-            return inpt
+            return image
+        if len(self.fill) != image.shape[-3]:
+            raise ValueError(f"GridMask: fill has {len(self.fill)} values for an image with {image.shape[-3]} channels")
         fill = torch.tensor(self.fill, dtype=torch.float32)
-        if len(self.fill) != inpt.shape[-3]:
-            raise ValueError(f"GridMask: fill has {len(self.fill)} values for an image with {inpt.shape[-3]} channels")
-        if not inpt.is_floating_point():  # uint8 images: the fraction of the full range
-            fill = (fill * torch.iinfo(inpt.dtype).max).round()
-        out = torch.where(hidden, fill.to(inpt.dtype)[:, None, None], inpt.as_subclass(Tensor))
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+        if not image.is_floating_point():  # uint8 images: the fraction of the full range
+            fill = (fill * torch.iinfo(image.dtype).max).round()
+        return torch.where(hidden, fill.to(image.dtype)[:, None, None], image)

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from framework.data.transforms.base import ImageTransform
 
-class HSVJitter(v2.Transform):
+
+class HSVJitter(ImageTransform):
     """Per image: hue shift ~ U(−hue, hue) of the circle, saturation and value gains ~ 1 + U(−s, s), 1 + U(−v, v).
 
     Args:
@@ -28,8 +28,6 @@ class HSVJitter(v2.Transform):
         saturation, value: largest relative change of HSV saturation and value.
         prob: probability of applying it to an image.
     """
-
-    _transformed_types = (tv_tensors.Image, Tensor)
 
     def __init__(self, hue: float = 0.015, saturation: float = 0.7, value: float = 0.4, prob: float = 1.0) -> None:
         super().__init__()
@@ -41,28 +39,22 @@ class HSVJitter(v2.Transform):
             raise ValueError(f"HSVJitter: prob must be in [0, 1], got {prob}")
         self.hue, self.saturation, self.value, self.prob = float(hue), float(saturation), float(value), float(prob)
 
-    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
-        return [isinstance(x, tv_tensors.Image) for x in flat_inputs]
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if torch.rand(()) >= self.prob:
             return {"gains": None}
         u = torch.rand(3) * 2 - 1
         return {"gains": (float(u[0]) * self.hue, 1 + float(u[1]) * self.saturation, 1 + float(u[2]) * self.value)}
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+    def apply_image(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         if params["gains"] is None:
-            return inpt
+            return image
         hue_shift, sat_gain, val_gain = params["gains"]
-        image = inpt.as_subclass(Tensor)
-        dtype = image.dtype
-        x = image.float() / 255 if not image.is_floating_point() else image.float()
+        x = F.to_dtype(image, torch.float32, scale=True)
         if hue_shift != 0:
             x = F.adjust_hue(x, hue_shift)
         x = scale_saturation(x, sat_gain)
         x = scale_value(x, val_gain)
-        out = x.mul_(255).round_().to(dtype) if not image.is_floating_point() else x.to(dtype)
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+        return F.to_dtype(x, image.dtype, scale=True)
 
 
 def scale_value(x: Tensor, gain: float) -> Tensor:

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+
+from framework.data.transforms.base import ImageTransform
 
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
@@ -21,7 +21,7 @@ IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                    (-0.5836, -0.6948, 0.4203))
 
 
-class PCALighting(v2.Transform):
+class PCALighting(ImageTransform):
     """Add `eigvec · (α ⊙ eigval)` to every pixel, `α ~ N(0, std²)` per image and component.
 
     Args:
@@ -29,8 +29,6 @@ class PCALighting(v2.Transform):
         eigval, eigvec: principal variances and components (columns) of RGB values in [0, 1].
         prob: probability of applying it to an image.
     """
-
-    _transformed_types = (tv_tensors.Image, Tensor)
 
     def __init__(self, std: float = 0.1, eigval: Sequence[float] = IMAGENET_EIGVAL,
                  eigvec: Sequence[Sequence[float]] = IMAGENET_EIGVEC, prob: float = 1.0) -> None:
@@ -46,25 +44,21 @@ class PCALighting(v2.Transform):
                              f"got {tuple(self.eigvec.shape)}")
         self.std, self.prob = float(std), float(prob)
 
-    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
-        return [isinstance(x, tv_tensors.Image) for x in flat_inputs]
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if self.std == 0 or torch.rand(()) >= self.prob:
             return {"offset": None}
         alpha = torch.randn(len(self.eigval)) * self.std
         return {"offset": self.eigvec @ (alpha * self.eigval)}
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+    def apply_image(self, image: Tensor, params: dict[str, Any]) -> Tensor:
         offset = params["offset"]
         if offset is None:
-            return inpt
-        if inpt.shape[-3] != len(offset):
-            raise ValueError(f"PCALighting: {len(offset)} components for an image with {inpt.shape[-3]} channels")
-        image = inpt.as_subclass(Tensor)
+            return image
+        if image.shape[-3] != len(offset):
+            raise ValueError(f"PCALighting: {len(offset)} components for an image with {image.shape[-3]} channels")
         if image.is_floating_point():  # values in [0, 1]
             out = (image + offset[:, None, None].to(image.dtype)).clamp_(0.0, 1.0)
         else:
             top = torch.iinfo(image.dtype).max
             out = (image.float() + offset[:, None, None] * top).round_().clamp_(0, top).to(image.dtype)
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+        return out
