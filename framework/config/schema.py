@@ -20,6 +20,7 @@ class DatasetConfig:
     num_classes: int = MISSING
     min_size: int = 800  # shorter side after resizing
     max_size: Optional[int] = 1333  # longer side cap
+    img_size: int = 640  # square training size of the mosaic/letterbox pipelines (pipeline=yolo_style)
     batch_size: int = 2
     val_batch_size: int = 2
     num_workers: int = 2

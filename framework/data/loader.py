@@ -15,10 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from torchvision import tv_tensors
 
-__all__ = ["Batch", "GroupedBatchSampler", "aspect_groups", "build_dataloader", "collate", "seed_worker"]
+__all__ = ["Batch", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "aspect_groups", "build_dataloader",
+           "collate", "seed_worker"]
 
 
 def _move_target(target: dict[str, Any], fn: Any) -> dict[str, Any]:
@@ -172,6 +173,54 @@ def aspect_groups(dataset: Dataset) -> list[int] | None:
     return [int(rec["height"] > rec["width"]) for rec in (info(i) for i in range(len(dataset)))]
 
 
+class EpochIndex(int):
+    """A dataset index that also carries the epoch it was drawn for.
+
+    With persistent workers the pipeline objects live on in each worker process, so an epoch set on the main
+    process's copy never reaches them. The epoch travels with the indices instead (as in YOLOX): a dataset that
+    cares (``PipelineDataset``) reads ``epoch``/``max_epochs``, every other dataset sees a plain ``int``.
+    """
+
+    epoch: int
+    max_epochs: int | None
+
+    def __new__(cls, index: int, epoch: int, max_epochs: int | None = None) -> EpochIndex:
+        obj = super().__new__(cls, index)
+        obj.epoch, obj.max_epochs = epoch, max_epochs
+        return obj
+
+    def __reduce__(self):  # indices are pickled to the workers; keep the epoch
+        return EpochIndex, (int(self), self.epoch, self.max_epochs)
+
+    def __repr__(self) -> str:
+        return f"EpochIndex({int(self)}, epoch={self.epoch}, max_epochs={self.max_epochs})"
+
+
+class EpochBatchSampler(Sampler[list[EpochIndex]]):
+    """Wraps a batch sampler and stamps every index with the epoch set by ``set_epoch`` (see ``EpochIndex``).
+
+    The batch sampler runs in the main process when a new epoch's iterator is created, so the switch costs
+    nothing and the workers are not restarted (close-mosaic, GridMask ramps).
+    """
+
+    def __init__(self, batch_sampler: Sampler[list[int]]) -> None:
+        self.batch_sampler = batch_sampler
+        self.epoch, self.max_epochs = 0, None
+
+    def set_epoch(self, epoch: int, max_epochs: int | None = None) -> None:
+        self.epoch, self.max_epochs = epoch, max_epochs
+        inner = getattr(getattr(self.batch_sampler, "sampler", None), "set_epoch", None)
+        if inner is not None:  # e.g. DistributedSampler reshuffles per epoch
+            inner(epoch)
+
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            yield [EpochIndex(i, self.epoch, self.max_epochs) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
 def build_dataloader(
     dataset: Dataset,
     batch_size: int,
@@ -186,12 +235,20 @@ def build_dataloader(
     """A DataLoader whose order and worker randomness are reproducible from ``seed``.
 
     With ``group_by_aspect_ratio`` (and a dataset that knows its image sizes) batches hold only landscape or only
-    portrait images; see ``GroupedBatchSampler``.
+    portrait images; see ``GroupedBatchSampler``. ``loader.batch_sampler.set_epoch(epoch, max_epochs)`` tells the
+    dataset's pipeline, in every worker, which epoch the coming batches belong to.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
     groups = aspect_groups(dataset) if group_by_aspect_ratio else None
-    common = dict(
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    if groups is not None:
+        batches: Sampler[list[int]] = GroupedBatchSampler(sampler, groups, batch_size, drop_last)
+    else:
+        batches = BatchSampler(sampler, batch_size, drop_last)
+    return DataLoader(
+        dataset,
+        batch_sampler=EpochBatchSampler(batches),
         num_workers=num_workers,
         collate_fn=functools.partial(collate, size_divisor=size_divisor),
         pin_memory=pin_memory,
@@ -199,7 +256,3 @@ def build_dataloader(
         generator=generator,
         persistent_workers=num_workers > 0,
     )
-    if groups is not None:
-        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-        return DataLoader(dataset, batch_sampler=GroupedBatchSampler(sampler, groups, batch_size, drop_last), **common)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from framework.config.validation import ConfigError
 from framework.data.loader import Batch, build_dataloader
+from framework.data.pipeline_dataset import PipelineDataset
 from framework.engine.checkpoint import save_checkpoint
 from framework.engine.logging import MetricsWriter, log_to_files
 from framework.evaluation.coco import CocoEvaluator, format_metrics_table
@@ -116,7 +117,7 @@ class Runner:
         evaluator = CocoEvaluator(val_set.coco, val_set.label_to_cat_id, val_set.classes)
         kwargs: dict[str, Any] = {}
         if training:
-            train_set = instantiate(data.train, transforms=instantiate(cfg.pipeline.train))
+            train_set = PipelineDataset(instantiate(data.train), instantiate(cfg.pipeline.train))
             if len(train_set) < data.batch_size:
                 raise ConfigError(f"The training set has {len(train_set)} images, fewer than dataset.batch_size="
                                   f"{data.batch_size}; lower the batch size.")
@@ -161,8 +162,26 @@ class Runner:
                     f"checkpoints in {self.work_dir / 'checkpoints'}")
         return {"best": dict(self.best), "last": metrics}
 
+    def _start_epoch_pipeline(self) -> None:
+        """Tell the sampler (hence the workers) and the main-process pipeline which epoch starts, and log what the
+        pipeline applies in it (close-mosaic, GridMask's ramped probability)."""
+        loader = self.train_loader
+        set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.epoch, self.max_epochs)
+        pipeline = getattr(getattr(loader, "dataset", None), "pipeline", None)
+        if hasattr(pipeline, "set_epoch"):
+            pipeline.set_epoch(self.epoch, self.max_epochs)
+            summary = pipeline.epoch_summary()
+            if summary:
+                logger.info(f"Epoch {self.epoch + 1}/{self.max_epochs} pipeline: "
+                            + ", ".join(f"{k}={v:.3g}" for k, v in summary.items()))
+                if self._writer is not None:
+                    self._writer.write({"epoch": self.epoch + 1, **summary}, self.epoch + 1, "pipeline")
+
     def _train_epoch(self) -> None:
         self.model.train()
+        self._start_epoch_pipeline()
         loader = self.train_loader
         total_iters = self.max_epochs * len(loader)
         bar = tqdm(loader, desc=f"Epoch {self.epoch + 1}/{self.max_epochs}", disable=None if self.progress_bar else True,
@@ -178,7 +197,7 @@ class Runner:
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                ids = [t.get("image_id") for t in batch.targets]
+                ids = [t.get("source_ids", t.get("image_id")) for t in batch.targets]
                 raise FloatingPointError(f"Non-finite loss at epoch {self.epoch + 1}, iteration {self.iter + 1} "
                                          f"({values}); images {ids}. Lower optimizer.lr or set trainer.grad_clip_norm.")
             self.optimizer.zero_grad(set_to_none=True)

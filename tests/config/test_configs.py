@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from framework.config import CONFIG_DIR
 from framework.config.cli import check_overrides
 from framework.config.validation import group_options
+from framework.data.pipeline_dataset import PipelineDataset
 from framework.models import Detector
 
 
@@ -63,7 +64,7 @@ def test_option_composes_and_instantiates(group, option, shapes_root):
         assert len(dets) == 1
     if top in ("dataset", "pipeline", "experiment"):
         for split in ("train", "val"):
-            ds = instantiate(cfg.dataset[split], transforms=instantiate(cfg.pipeline[split]))
+            ds = PipelineDataset(instantiate(cfg.dataset[split]), instantiate(cfg.pipeline[split]))
             image, target = ds[0]
             assert image.dtype == torch.float32 and image.shape[0] == 3
             assert max(image.shape[-2:]) <= (cfg.dataset.max_size or 10**9)
