@@ -78,3 +78,16 @@ def test_cfg_job_prints_the_composed_config(repo_root):
     proc = run(repo_root, "tools/train.py", "--cfg", "job")
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["model"]["_target_"] == "framework.models.Detector" and cfg["dataset"]["name"] == "shapes"
+
+
+def test_yolo_style_pipeline_trains_end_to_end_and_closes_mosaic(repo_root, shapes_root, tmp_path):
+    run_dir = tmp_path / "yolo"
+    run(repo_root, "tools/train.py", *FAST, "pipeline=yolo_style", "dataset.img_size=64", "pipeline.close_mosaic_epochs=1",
+        "pipeline.mixup.prob=0.5", "dataset.num_workers=2", f"dataset.root={shapes_root}", f"hydra.run.dir={run_dir}")
+    log = (run_dir / "train.log").read_text()
+    assert "Epoch 1/2 pipeline: Mosaic.prob=1, MixUp.prob=0.5" in log
+    assert "Epoch 2/2 pipeline: Mosaic.prob=0, MixUp.prob=0" in log
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["Mosaic.prob"] for r in records if r["mode"] == "pipeline"] == [1.0, 0.0]
+    assert [r["epoch"] for r in records if r["mode"] == "val"] == [1, 2]
+    assert (run_dir / "checkpoints" / "best.pth").is_file()

@@ -79,9 +79,10 @@ class RandomAffine(torch.nn.Module):
         self.output_size, self.fill, self.prob = _size(output_size), fill, float(prob)
         self.min_size, self.min_area_ratio, self.max_aspect_ratio = min_size, min_area_ratio, max_aspect_ratio
 
-    def matrix(self, in_h: int, in_w: int, out_h: int, out_w: int) -> tuple[Tensor, float]:
-        """A random forward matrix (3×3, input → output pixels) and its scale factor."""
-        u = torch.rand(7)
+    def matrix(self, in_h: int, in_w: int, out_h: int, out_w: int, u: Tensor | None = None) -> tuple[Tensor, float]:
+        """A random forward matrix (3×3, input → output pixels) and its scale factor; `u` are the seven uniform
+        draws (apply?, angle, scale, shear x, shear y, translate x, translate y), drawn here when not given."""
+        u = torch.rand(7) if u is None else u
         if float(u[0]) >= self.prob:
             u = torch.tensor([0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # identity apart from centring
             scale = 1.0
@@ -101,7 +102,12 @@ class RandomAffine(torch.nn.Module):
     def forward(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
         out_h, out_w = self.output_size or (in_h, in_w)
-        m, scale = self.matrix(in_h, in_w, out_h, out_w)
+        return self.apply(image, target, *self.matrix(in_h, in_w, out_h, out_w), (out_h, out_w))
+
+    def apply(self, image: Any, target: dict[str, Any], m: Tensor, scale: float,
+              out_size: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+        """Warp the sample with the forward matrix `m` (scale factor `scale`) to `out_size`."""
+        out_h, out_w = out_size
         inverse = torch.linalg.inv(m)
         plain = image.as_subclass(Tensor)
         out = warp(plain, inverse, out_h, out_w, "bilinear", fill_value(self.fill, plain).float())

@@ -95,3 +95,14 @@ def test_seeded_runs_are_identical():
 def test_bad_arguments_name_the_parameter(kwargs):
     with pytest.raises(ValueError, match="GridMask"):
         GridMask(**kwargs)
+
+
+@pytest.mark.parametrize("mode,ratio", [(1, 0.6), (0, 0.6), (1, 0.4), (0, 0.3)])
+def test_masked_fraction_over_many_draws_matches_the_formula(mode, ratio):
+    """Random period, random shift, square images, no rotation: the mean hidden fraction is (1 − ratio)² for
+    mode 1 and 1 − (1 − ratio)² for mode 0 (up to rounding the band to whole pixels)."""
+    gm = GridMask(d1=20, d2=80, ratio=ratio, mode=mode, prob=1.0)
+    torch.manual_seed(0)
+    fraction = torch.stack([gm.hidden_mask(160, 160).float().mean() for _ in range(300)]).mean().item()
+    expected = (1 - ratio) ** 2 if mode == 1 else 1 - (1 - ratio) ** 2
+    assert fraction == pytest.approx(expected, abs=0.015)
