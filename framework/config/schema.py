@@ -61,7 +61,17 @@ class TestConfig(TrainConfig):
     output_dir: Optional[str] = None  # default: <run dir of the checkpoint>/eval/<timestamp>
 
 
+@dataclass
+class BrowseConfig(TrainConfig):
+    num: int = 16  # samples in the grid
+    epoch: int = 0  # whose pipeline state to show (close-mosaic, GridMask ramp)
+    split: str = "train"  # train | val
+    out: Optional[str] = None  # PNG path; configs/browse.yaml sets the default
+    columns: Optional[int] = None  # default: ceil(sqrt(num))
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="test_schema", node=TestConfig)
+    cs.store(name="browse_schema", node=BrowseConfig)

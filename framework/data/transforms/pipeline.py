@@ -33,13 +33,13 @@ class MixTransform:
         raise NotImplementedError
 
 
-def _leaves(transforms: Sequence[Any]) -> Iterator[Any]:
+def iter_transforms(transforms: Sequence[Any]) -> Iterator[Any]:
     """Every transform, looking inside containers such as `Compose` and `RandomApply`."""
     for t in transforms:
         yield t
         inner = getattr(t, "transforms", None)
         if isinstance(inner, (list, tuple, torch.nn.ModuleList)):
-            yield from _leaves(list(inner))
+            yield from iter_transforms(list(inner))
 
 
 class Pipeline:
@@ -66,7 +66,7 @@ class Pipeline:
         self.epoch, self.max_epochs = epoch, max_epochs
         self.mixing = not (self.close_mosaic_epochs and max_epochs is not None
                            and epoch >= max_epochs - self.close_mosaic_epochs)
-        for t in _leaves(self.transforms):
+        for t in iter_transforms(self.transforms):
             if hasattr(t, "set_epoch"):
                 t.set_epoch(epoch)
 
@@ -74,7 +74,7 @@ class Pipeline:
         """What is applied in the current epoch: 1/0 for the multi-image transforms, effective probabilities
         of ramped transforms (GridMask)."""
         summary: dict[str, float] = {}
-        for t in _leaves(self.transforms):
+        for t in iter_transforms(self.transforms):
             name = type(t).__name__
             if isinstance(t, MixTransform):
                 summary[f"{name}.prob"] = t.prob if self.mixing else 0.0
