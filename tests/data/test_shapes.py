@@ -179,3 +179,22 @@ def test_make_shapes_cli(tmp_path: Path, capsys) -> None:
     assert "wrote" in capsys.readouterr().out
     info = json.loads((root / "annotations" / "instances_train.json").read_text())["info"]
     assert info["generator"]["seed"] == 6
+
+
+def test_fixed_image_size(small_root: Path, tmp_path: Path) -> None:
+    root = generate_shapes(tmp_path / "fixed", num_train=3, num_val=2, image_size=(48, 80))
+    for split in ("train", "val"):
+        raw = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        assert {(i["height"], i["width"]) for i in raw["images"]} == {(48, 80)}
+        assert raw["info"]["generator"]["image_size"] == [48, 80]
+        for img in raw["images"]:
+            with Image.open(root / "images" / split / img["file_name"]) as im:
+                assert im.size == (80, 48)  # PIL: (width, height)
+        for ann in raw["annotations"]:
+            x, y, w, h = ann["bbox"]
+            assert x >= 0 and y >= 0 and x + w <= 80 and y + h <= 48
+    # unset: the generator info (hence the default dataset's bytes) is unchanged
+    info = json.loads((small_root / "annotations" / "instances_train.json").read_text())["info"]
+    assert "image_size" not in info["generator"]
+    with pytest.raises(ValueError, match="image_size"):
+        generate_shapes(tmp_path / "bad", num_train=1, num_val=0, image_size=(16, 80))

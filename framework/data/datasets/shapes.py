@@ -184,11 +184,18 @@ def _pick_colour(rng: np.random.Generator, avoid: list[np.ndarray]) -> tuple[int
 
 
 def _render_image(
-    rng: np.random.Generator, min_side: int, max_side: int, max_objects: int
+    rng: np.random.Generator,
+    min_side: int,
+    max_side: int,
+    max_objects: int,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, list[dict[str, Any]]]:
-    """One image of random size and its annotations (without ids)."""
-    h = int(rng.integers(min_side, max_side + 1))
-    w = int(rng.integers(min_side, max_side + 1))
+    """One image and its annotations (without ids): of random size, or ``image_size`` (height, width) if given."""
+    if image_size is None:
+        h = int(rng.integers(min_side, max_side + 1))
+        w = int(rng.integers(min_side, max_side + 1))
+    else:
+        h, w = image_size
     return _paint_shapes(rng, _background(rng, h, w), max_objects)
 
 
@@ -249,13 +256,14 @@ def _write_split(
     min_side: int,
     max_side: int,
     max_objects: int,
+    image_size: tuple[int, int] | None = None,
 ) -> None:
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id in range(1, num_images + 1):
-        img, anns = _render_image(rng, min_side, max_side, max_objects)
+        img, anns = _render_image(rng, min_side, max_side, max_objects, image_size)
         file_name = f"{image_id:06d}.jpg"
         # Fixed quality/subsampling and no metadata: same arguments → same bytes.
         img.save(img_dir / file_name, format="JPEG", quality=95, subsampling=0, optimize=False)
@@ -297,6 +305,7 @@ def generate_shapes(
     min_side: int = 112,
     max_side: int = 160,
     max_objects: int = 5,
+    image_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write the synthetic shapes dataset as a COCO layout under ``root`` and return it.
 
@@ -305,6 +314,9 @@ def generate_shapes(
     that is then moved into place, so an interrupted run never leaves a half dataset
     that later runs would mistake for a complete one. An existing dataset at ``root``
     is replaced.
+
+    ``image_size`` (height, width) gives every image exactly that size instead of sides drawn
+    in [``min_side``, ``max_side``] (e.g. ``(480, 640)`` for pipeline benchmarks at a COCO-like size).
     """
     root = Path(root).expanduser().absolute()
     if num_train < 0 or num_val < 0:
@@ -313,6 +325,10 @@ def generate_shapes(
         raise ValueError(f"need 24 <= min_side <= max_side, got {min_side}, {max_side}")
     if max_objects < 1:
         raise ValueError("max_objects must be >= 1")
+    if image_size is not None:
+        if len(image_size) != 2 or min(image_size) < 24:
+            raise ValueError(f"image_size must be (height, width), both >= 24, got {image_size}")
+        image_size = (int(image_size[0]), int(image_size[1]))
     if root.exists() and not _looks_like_shapes(root):
         raise FileExistsError(
             f"{root} exists and does not look like a shapes dataset "
@@ -333,6 +349,8 @@ def generate_shapes(
             "max_objects": max_objects,
         },
     }
+    if image_size is not None:  # only when set: default outputs stay byte-identical
+        info["generator"]["image_size"] = list(image_size)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     old = root.parent / f".{root.name}.old-{os.getpid()}"
@@ -342,7 +360,7 @@ def generate_shapes(
         for split_index, split in enumerate(_SPLITS):
             # Independent, derived streams: changing num_train does not change val.
             rng = np.random.default_rng(np.random.SeedSequence([seed, split_index]))
-            _write_split(tmp, split, counts[split], rng, info, min_side, max_side, max_objects)
+            _write_split(tmp, split, counts[split], rng, info, min_side, max_side, max_objects, image_size)
         if root.exists():
             os.replace(root, old)
         os.replace(tmp, root)
