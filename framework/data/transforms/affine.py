@@ -29,17 +29,30 @@ def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
 
 
 def warp(image: Tensor, inverse: Tensor, out_h: int, out_w: int, mode: str, fill: Tensor | float) -> Tensor:
-    """Sample `image` (C, H, W) at `inverse @ (x, y, 1)` for every output pixel centre (pixel i spans [i, i+1])."""
+    """Sample `image` (C, H, W) at `inverse @ (x, y, 1)` for every output pixel centre (pixel i spans [i, i+1]).
+
+    Only the part of the input the output can see is converted and sampled: on a 2s mosaic warped to s at scale 1
+    that is a quarter of the canvas."""
     h, w = image.shape[-2:]
-    ys = torch.arange(out_h, dtype=torch.float32) + 0.5
-    xs = torch.arange(out_w, dtype=torch.float32) + 0.5
-    a = inverse[:2].float()
-    src_x = a[0, 0] * xs[None, :] + a[0, 1] * ys[:, None] + a[0, 2]
-    src_y = a[1, 0] * xs[None, :] + a[1, 1] * ys[:, None] + a[1, 2]
-    grid = torch.stack([src_x * (2.0 / w) - 1.0, src_y * (2.0 / h) - 1.0], dim=-1)[None]
+    a = inverse[:2].double()
+    corners = torch.tensor([[0.0, 0.0, 1.0], [out_w, 0.0, 1.0], [0.0, out_h, 1.0], [out_w, out_h, 1.0]],
+                           dtype=torch.float64) @ a.T
     fill_t = torch.as_tensor(fill, dtype=torch.float32).reshape(-1, 1, 1)
-    out = nnf.grid_sample((image.float() - fill_t)[None], grid, mode=mode, padding_mode="zeros",
-                          align_corners=False)[0] + fill_t
+    # a 2-pixel margin: bilinear sampling near the crop edge must still see the real neighbours
+    x0, y0 = (max(int(math.floor(float(v))) - 2, 0) for v in corners.amin(0)[:2])
+    x1, y1 = min(int(math.ceil(float(corners[:, 0].max()))) + 2, w), min(int(math.ceil(float(corners[:, 1].max()))) + 2, h)
+    if x1 <= x0 or y1 <= y0:  # the output sees none of the input
+        out = fill_t.expand(image.shape[-3], out_h, out_w).clone()
+    else:
+        crop = image[..., y0:y1, x0:x1]
+        ch, cw = y1 - y0, x1 - x0
+        ys = torch.arange(out_h, dtype=torch.float64) + 0.5
+        xs = torch.arange(out_w, dtype=torch.float64) + 0.5
+        src_x = a[0, 0] * xs[None, :] + a[0, 1] * ys[:, None] + (a[0, 2] - x0)
+        src_y = a[1, 0] * xs[None, :] + a[1, 1] * ys[:, None] + (a[1, 2] - y0)
+        grid = torch.stack([src_x * (2.0 / cw) - 1.0, src_y * (2.0 / ch) - 1.0], dim=-1)[None].float()
+        out = nnf.grid_sample((crop.float() - fill_t)[None], grid, mode=mode, padding_mode="zeros",
+                              align_corners=False)[0] + fill_t
     if image.is_floating_point():
         return out.to(image.dtype)
     if image.dtype == torch.bool:

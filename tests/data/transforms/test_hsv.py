@@ -5,7 +5,7 @@ import torch
 from torchvision import tv_tensors
 
 from framework.data.transforms import HSVJitter
-from framework.data.transforms.hsv import scale_saturation
+from framework.data.transforms.hsv import jitter_hsv
 
 
 def pixels(image: torch.Tensor) -> list[tuple[float, float, float]]:
@@ -21,7 +21,7 @@ def float_image(seed: int = 0) -> torch.Tensor:
 def test_saturation_gain_matches_hsv_and_keeps_hue_and_value(gain):
     image = float_image()
     image[:, 0, 0] = 0.5  # a grey pixel
-    out = scale_saturation(image, gain)
+    out = jitter_hsv(image, 0.0, gain, 1.0)
     for (h0, s0, v0), (h1, s1, v1) in zip(pixels(image), pixels(out)):
         assert s1 == pytest.approx(min(1.0, s0 * gain), abs=1e-5)
         assert v1 == pytest.approx(v0, abs=1e-6)
