@@ -46,11 +46,17 @@ def warp(image: Tensor, inverse: Tensor, out_h: int, out_w: int, mode: str, fill
     else:
         crop = image[..., y0:y1, x0:x1]
         ch, cw = y1 - y0, x1 - x0
-        ys = torch.arange(out_h, dtype=torch.float64) + 0.5
-        xs = torch.arange(out_w, dtype=torch.float64) + 0.5
-        src_x = a[0, 0] * xs[None, :] + a[0, 1] * ys[:, None] + (a[0, 2] - x0)
-        src_y = a[1, 0] * xs[None, :] + a[1, 1] * ys[:, None] + (a[1, 2] - y0)
-        grid = torch.stack([src_x * (2.0 / cw) - 1.0, src_y * (2.0 / ch) - 1.0], dim=-1)[None].float()
+        # theta maps output to input coordinates normalized as affine_grid/grid_sample see them (pixel centres)
+        to_pixels = torch.tensor([[out_w / 2, 0, out_w / 2], [0, out_h / 2, out_h / 2], [0, 0, 1]], dtype=torch.float64)
+        to_unit = torch.tensor([[2 / cw, 0, -1 - 2 * x0 / cw], [0, 2 / ch, -1 - 2 * y0 / ch], [0, 0, 1]],
+                               dtype=torch.float64)
+        t = (to_unit @ inverse.double() @ to_pixels)[:2].float()
+        # affine_grid's own (a batched matmul over every pixel) is slower than two broadcast sums per coordinate
+        xs = torch.linspace(-1 + 1 / out_w, 1 - 1 / out_w, out_w)
+        ys = torch.linspace(-1 + 1 / out_h, 1 - 1 / out_h, out_h)
+        grid = torch.empty(1, out_h, out_w, 2)
+        torch.add((t[0, 0] * xs)[None, :], (t[0, 1] * ys + t[0, 2])[:, None], out=grid[0, ..., 0])
+        torch.add((t[1, 0] * xs)[None, :], (t[1, 1] * ys + t[1, 2])[:, None], out=grid[0, ..., 1])
         out = nnf.grid_sample((crop.float() - fill_t)[None], grid, mode=mode, padding_mode="zeros",
                               align_corners=False)[0] + fill_t
     if image.is_floating_point():
