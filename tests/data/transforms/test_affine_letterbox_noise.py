@@ -3,19 +3,12 @@ import torch
 from torchvision import tv_tensors
 
 from framework.data.transforms import GaussianNoise, Letterbox, RandomAffine
+from tests.data.transforms.samples import make_sample
 
 
 def sample(h=40, w=60, boxes=((10.0, 5.0, 30.0, 25.0),), masks=True):
     torch.manual_seed(0)
-    image = tv_tensors.Image(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
-    b = torch.tensor(boxes).reshape(-1, 4)
-    target = {"boxes": tv_tensors.BoundingBoxes(b, format="XYXY", canvas_size=(h, w)), "labels": torch.arange(len(b))}
-    if masks:
-        m = torch.zeros((len(b), h, w), dtype=torch.uint8)
-        for i, (x0, y0, x1, y1) in enumerate(b.int().tolist()):
-            m[i, y0:y1, x0:x1] = 1
-        target["masks"] = tv_tensors.Mask(m)
-    return image, target
+    return make_sample(torch.randint(0, 256, (3, h, w), dtype=torch.uint8), boxes, masks=masks)
 
 
 def test_identity_parameters_leave_everything_unchanged():

@@ -3,20 +3,13 @@ import torch
 from torchvision import tv_tensors
 
 from framework.data.transforms import MixUp, Mosaic
+from tests.data.transforms.samples import make_sample
 
 
 def solid(value: int, h: int, w: int, boxes=((2.0, 2.0, 10.0, 10.0),), label: int = 0, image_id: int = 0,
           masks: bool = False):
-    image = tv_tensors.Image(torch.full((3, h, w), value, dtype=torch.uint8))
-    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    target = {"boxes": tv_tensors.BoundingBoxes(b, format="XYXY", canvas_size=(h, w)),
-              "labels": torch.full((len(b),), label), "image_id": image_id, "orig_size": (h, w)}
-    if masks:
-        m = torch.zeros((len(b), h, w), dtype=torch.uint8)
-        for i, (x0, y0, x1, y1) in enumerate(b.int().tolist()):
-            m[i, y0:y1, x0:x1] = 1
-        target["masks"] = tv_tensors.Mask(m)
-    return image, target
+    return make_sample(torch.full((3, h, w), value, dtype=torch.uint8), boxes, torch.full((len(boxes),), label),
+                       masks, image_id=image_id, orig_size=(h, w))
 
 
 def test_four_tiles_meet_at_the_centre_with_shifted_boxes():
