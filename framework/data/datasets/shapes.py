@@ -19,14 +19,14 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from framework.data.datasets.coco import CocoDetection
 
-__all__ = ["SHAPES_CLASSES", "ShapesDataset", "generate_shapes"]
+__all__ = ["SHAPES_CLASSES", "ShapesDataset", "generate_shapes", "render_shapes", "split_rng"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -247,6 +247,27 @@ def _paint_shapes(
 # --------------------------------------------------------------------------- writing
 
 
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """The random stream of one split: independent, derived streams, so changing num_train does not change val,
+    and every layout (COCO, VOC, Cityscapes) of the same seed holds the same images."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _SPLITS.index(split)]))
+
+
+def render_shapes(
+    num_images: int,
+    rng: np.random.Generator,
+    min_side: int = 112,
+    max_side: int = 160,
+    max_objects: int = 5,
+    image_size: tuple[int, int] | None = None,
+) -> Iterator[tuple[Image.Image, list[dict[str, Any]]]]:
+    """The images of one split and their COCO-style annotations (category_id 1..4, bbox XYWH, area, iscrowd,
+    segmentation polygon), in painting order: later objects may partly cover earlier ones. Layout writers
+    (COCO here, VOC and Cityscapes elsewhere) consume this, so every layout holds the same pictures."""
+    for _ in range(num_images):
+        yield _render_image(rng, min_side, max_side, max_objects, image_size)
+
+
 def _write_split(
     out: Path,
     split: str,
@@ -262,8 +283,8 @@ def _write_split(
     img_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id in range(1, num_images + 1):
-        img, anns = _render_image(rng, min_side, max_side, max_objects, image_size)
+    rendered = render_shapes(num_images, rng, min_side, max_side, max_objects, image_size)
+    for image_id, (img, anns) in enumerate(rendered, start=1):
         file_name = f"{image_id:06d}.jpg"
         # Fixed quality/subsampling and no metadata: same arguments → same bytes.
         img.save(img_dir / file_name, format="JPEG", quality=95, subsampling=0, optimize=False)
@@ -357,10 +378,10 @@ def generate_shapes(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         counts = {"train": num_train, "val": num_val}
-        for split_index, split in enumerate(_SPLITS):
+        for split in _SPLITS:
             # Independent, derived streams: changing num_train does not change val.
-            rng = np.random.default_rng(np.random.SeedSequence([seed, split_index]))
-            _write_split(tmp, split, counts[split], rng, info, min_side, max_side, max_objects, image_size)
+            _write_split(tmp, split, counts[split], split_rng(seed, split), info, min_side, max_side, max_objects,
+                         image_size)
         if root.exists():
             os.replace(root, old)
         os.replace(tmp, root)
