@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     runner = Runner.from_config(run_cfg, training=False)
     runner.model.load_state_dict(ckpt["model"])
     runner.epoch = ckpt.get("epoch", 0)
-    metrics = runner.evaluate()
+    metrics = runner.evaluate(plot_dir=cfg.work_dir)
     runner.write_eval_outputs(metrics, cfg.work_dir)
 
 

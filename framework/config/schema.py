@@ -21,6 +21,7 @@ class DatasetConfig:
     min_size: int = 800  # shorter side after resizing
     max_size: Optional[int] = 1333  # longer side cap
     img_size: int = 640  # square training size of the mosaic/letterbox pipelines (pipeline=yolo_style)
+    metric: str = "coco"  # coco (12 COCO box numbers) | voc07 (VOC AP@0.5, 11-point) | voc12 (VOC AP@0.5, area)
     batch_size: int = 2
     val_batch_size: int = 2
     num_workers: int = 2
@@ -36,9 +37,15 @@ class TrainerConfig:
     log_interval: int = 20  # iterations between log lines / progress updates
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip_norm: Optional[float] = None
-    best_metric: str = "bbox_mAP"
+    best_metric: str = "auto"  # auto: the evaluator's main number (bbox_mAP for COCO, voc_mAP for VOC)
     progress_bar: bool = True
     channels_last: bool = False  # NHWC memory format: faster convolutions on recent CPUs and on GPUs
+
+
+@dataclass
+class EvaluationConfig:
+    backend: str = "pycocotools"  # pycocotools | faster_coco_eval (same 12 numbers, `pip install faster-coco-eval`)
+    plots: bool = True  # pr_curve.png, confusion_matrix.png, f1_curve.png in the run folder and TensorBoard
 
 
 @dataclass
@@ -49,6 +56,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     experiment_name: str = MISSING
     work_dir: str = MISSING
     seed: int = 0
@@ -70,8 +78,14 @@ class BrowseConfig(TrainConfig):
     columns: Optional[int] = None  # default: ceil(sqrt(num))
 
 
+@dataclass
+class EvalResultsConfig(TrainConfig):
+    results: str = MISSING  # a COCO-format results JSON (list of image_id, category_id, bbox, score)
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="test_schema", node=TestConfig)
     cs.store(name="browse_schema", node=BrowseConfig)
+    cs.store(name="eval_results_schema", node=EvalResultsConfig)

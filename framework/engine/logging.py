@@ -40,6 +40,11 @@ class MetricsWriter:
                 if isinstance(v, (int, float)) and k not in ("epoch", "iter"):
                     self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        """A matplotlib figure to TensorBoard's Images tab (closed afterwards)."""
+        if self.tb is not None:
+            self.tb.add_figure(tag, figure, step, close=True)
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()

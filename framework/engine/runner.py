@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -25,7 +26,9 @@ from framework.data.loader import Batch, build_dataloader
 from framework.data.pipeline_dataset import PipelineDataset
 from framework.engine.checkpoint import save_checkpoint
 from framework.engine.logging import MetricsWriter, log_to_files
-from framework.evaluation.coco import CocoEvaluator, format_metrics_table
+from framework.evaluation.build import build_evaluator, ground_truth
+from framework.evaluation.coco import format_metrics_table
+from framework.evaluation.distributed import gather_predictions
 
 logger = logging.getLogger("framework")
 # a short bar so that the losses, lr, images/s and the run's ETA fit on one terminal line
@@ -67,7 +70,7 @@ class Runner:
         self,
         model: nn.Module,
         val_loader: Any,
-        evaluator: CocoEvaluator,
+        evaluator: Any,
         work_dir: str | Path,
         device: torch.device | str = "cpu",
         train_loader: Any = None,
@@ -80,15 +83,21 @@ class Runner:
         best_metric: str = "bbox_mAP",
         progress_bar: bool = True,
         channels_last: bool = False,
+        plots: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.device = model, torch.device(device)
+        if best_metric == "auto":  # the evaluator's main number: bbox_mAP (COCO), voc_mAP (VOC)
+            best_metric = getattr(evaluator, "primary_metric", "bbox_mAP")
         self.train_loader, self.val_loader, self.evaluator = train_loader, val_loader, evaluator
         self.optimizer, self.scheduler = optimizer, scheduler
         self.work_dir = Path(work_dir)
         self.max_epochs, self.eval_interval, self.log_interval = max_epochs, max(1, eval_interval), max(1, log_interval)
         self.grad_clip_norm, self.best_metric, self.progress_bar = grad_clip_norm, best_metric, progress_bar
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.plots = plots
+        self._detections: dict[int, dict[str, torch.Tensor]] = {}
+        self._ground_truth: list[dict[str, Any]] | None = None
         self.config = config or {}
         self.epoch = 0  # epochs completed
         self.iter = 0  # optimizer steps completed
@@ -114,7 +123,7 @@ class Runner:
         model.to(device, memory_format=torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format)
         val_loader = build_dataloader(val_set, data.val_batch_size, data.num_workers, shuffle=False,
                                       group_by_aspect_ratio=data.group_by_aspect_ratio)
-        evaluator = CocoEvaluator(val_set.coco, val_set.label_to_cat_id, val_set.classes)
+        evaluator = build_evaluator(val_set, data.metric, cfg.evaluation.backend)
         kwargs: dict[str, Any] = {}
         if training:
             train_set = PipelineDataset(instantiate(data.train), instantiate(cfg.pipeline.train))
@@ -133,7 +142,8 @@ class Runner:
         return cls(
             model, val_loader, evaluator, cfg.work_dir, device, max_epochs=t.max_epochs, eval_interval=t.eval_interval,
             log_interval=t.log_interval, grad_clip_norm=t.grad_clip_norm, best_metric=t.best_metric,
-            progress_bar=t.progress_bar, channels_last=t.channels_last, config=config_to_save(cfg), **kwargs,
+            progress_bar=t.progress_bar, channels_last=t.channels_last, plots=cfg.evaluation.plots,
+            config=config_to_save(cfg), **kwargs,
         )
 
     # ------------------------------------------------------------------------------------------------ training
@@ -241,29 +251,54 @@ class Runner:
         """Run the model over the validation loader and feed the evaluator."""
         self.model.eval()
         self.evaluator.reset()
+        all_ids: list[int] = []
+        all_dets: list[dict[str, torch.Tensor]] = []
         for batch in tqdm(self.val_loader, desc="Evaluating", disable=None if self.progress_bar else True,
                           dynamic_ncols=True, leave=False, file=sys.stderr):
             batch = batch.to(self.device, non_blocking=True)
             orig_sizes = [tuple(int(s) for s in t["orig_size"]) for t in batch.targets]
             dets = self.model(batch.images.contiguous(memory_format=self.memory_format), image_sizes=batch.image_sizes,
                               orig_sizes=orig_sizes)
-            self.evaluator.process([int(t["image_id"]) for t in batch.targets],
-                                   [{k: v.cpu() for k, v in d.items()} for d in dets])
+            all_ids += [int(t["image_id"]) for t in batch.targets]
+            all_dets += [{k: v.cpu() for k, v in d.items()} for d in dets]
+        all_ids, all_dets = gather_predictions(all_ids, all_dets)  # under torchrun: every rank's, each image once
+        self.evaluator.process(all_ids, all_dets)
+        self._detections = dict(zip(all_ids, all_dets)) if self.plots else {}
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, plot_dir: str | Path | None = None) -> dict[str, float]:
+        """Predict on the validation set and score it; with plots on, also write the PR, F1 and confusion plots
+        to `plot_dir` (default: the run folder) and TensorBoard."""
         start = time.perf_counter()
         self.predict_loader()
         metrics = self.evaluator.evaluate()
-        logger.info(f"Evaluation after epoch {self.epoch} ({time.perf_counter() - start:.1f} s), COCO bbox:\n"
+        logger.info(f"Evaluation after epoch {self.epoch} ({time.perf_counter() - start:.1f} s):\n"
                     f"{self.evaluator.summary}\n{self.evaluator.format_per_class()}")
         if self._writer is not None:
             self._writer.write({"epoch": self.epoch, "iter": self.iter, **metrics}, self.epoch, "val")
+        if self.plots:
+            self._write_plots(Path(plot_dir) if plot_dir is not None else self.work_dir)
         return metrics
+
+    def _write_plots(self, out_dir: Path) -> None:
+        from framework.evaluation.plots import write_plots  # matplotlib: imported only when plotting
+
+        if self._ground_truth is None:
+            self._ground_truth = ground_truth(self.val_loader.dataset)
+        report = write_plots(self._ground_truth, self._detections, list(self.evaluator.class_names), out_dir)
+        logger.info(f"Best F1 {report['best_f1']:.3f} at confidence {report['best_conf']:.3f}; plots in {out_dir}: "
+                    + ", ".join(Path(p).name for p in report["paths"].values()))
+        if self._writer is not None:
+            for name, fig in report.get("figures", {}).items():
+                self._writer.figure(f"val/{name}", fig, self.epoch)
 
     def _update_best(self, metrics: dict[str, float]) -> None:
         value = metrics.get(self.best_metric)
         if value is None:
             raise ConfigError(f"trainer.best_metric={self.best_metric} is not among the metrics: {', '.join(metrics)}")
+        if math.isnan(value):
+            logger.warning(f"{self.best_metric} is NaN (no class has ground truth in the validation set): "
+                           "best.pth not updated")
+            return
         if value > self.best["value"]:
             self.best = {"metric": self.best_metric, "value": float(value), "epoch": self.epoch}
             self.save("best.pth")

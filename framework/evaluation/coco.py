@@ -1,8 +1,20 @@
 """COCO-style bounding-box evaluation, with detectron2's ``reset/process/evaluate`` API.
 
-Every number reported here is computed by pycocotools' ``COCOeval``; this module only
-converts detections into the official results format, maps contiguous labels back to
-dataset category ids, and keeps pycocotools' printing out of the training log.
+Every number reported here is pycocotools' own; this module only converts detections into
+the official results format, maps contiguous labels back to dataset category ids, and keeps
+the evaluators' printing out of the training log.
+
+Two backends compute the matching (``backend=``, the config's ``evaluation.backend``):
+
+* ``"pycocotools"`` (default): pycocotools' ``COCOeval`` does everything.
+* ``"faster_coco_eval"``: the optional ``faster-coco-eval`` package (C++ matching and
+  accumulation, several times faster on large validation sets). Its precision differs from
+  pycocotools' in one place: pycocotools divides by ``tp + fp + np.spacing(1)``, faster-coco-eval
+  by ``tp + fp``, which gives 1.0 instead of ``1/(1+eps)`` (0.9999999999999998) where a curve's
+  precision comes from its first valid detection alone. This module finds those entries (see
+  ``_pycocotools_precision``) and restores pycocotools' value, and both backends then run
+  pycocotools' own ``summarize``, so the 12 numbers and the per-class table are identical, bit
+  for bit (tests/evaluation/test_coco_backends.py).
 """
 
 from __future__ import annotations
@@ -23,7 +35,23 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["COCO_METRIC_NAMES", "CocoEvaluator", "format_metrics_table"]
+from framework.config.validation import ConfigError, did_you_mean
+
+__all__ = [
+    "BACKENDS",
+    "COCO_METRIC_NAMES",
+    "CocoEvaluator",
+    "EvaluationBackendNotInstalledError",
+    "format_metrics_table",
+]
+
+#: The ``backend`` values of ``CocoEvaluator`` (config: ``evaluation.backend``).
+BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")
+
+FASTER_INSTALL_HINT = 'pip install faster-coco-eval (or pip install "framework[faster]")'
+
+#: pycocotools' precision of a curve point with one valid detection, a true positive: 1/(1+eps).
+_ONE_TP_PRECISION: float = 1.0 / (1.0 + np.spacing(1))
 
 #: Names of ``COCOeval.stats`` in the order pycocotools fills them.
 COCO_METRIC_NAMES: tuple[str, ...] = (
@@ -40,6 +68,31 @@ COCO_METRIC_NAMES: tuple[str, ...] = (
     "bbox_AR_m",
     "bbox_AR_l",
 )
+
+
+class EvaluationBackendNotInstalledError(ConfigError, ImportError):
+    """The chosen evaluation backend's package is not installed.
+
+    A ``ConfigError`` (the command line prints it without a traceback) and an ``ImportError``.
+    """
+
+
+def _import_faster_coco_eval() -> tuple[Any, Any]:
+    """``faster_coco_eval.COCO`` and ``faster_coco_eval.COCOeval_faster``, or a clear error."""
+    try:
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+    except ImportError as exc:
+        raise EvaluationBackendNotInstalledError(
+            f"evaluation.backend=faster_coco_eval needs the optional package faster-coco-eval, which is not "
+            f"installed ({exc}): {FASTER_INSTALL_HINT}. Or use evaluation.backend=pycocotools, which gives the "
+            "same numbers and needs nothing extra."
+        ) from exc
+    return FasterCOCO, COCOeval_faster
+
+
+def _discard(*args: Any, **kwargs: Any) -> None:
+    """A ``print_function`` for faster_coco_eval that prints nothing."""
 
 
 def _quiet() -> contextlib.AbstractContextManager[Any]:
@@ -74,31 +127,102 @@ def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.3f}"
 
 
-def format_metrics_table(metrics: Mapping[str, float]) -> str:
-    """Render the 12 COCO numbers as a compact two-column table for logs.
+def write_results_json(results: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """A COCO results JSON (a list of image_id, category_id, bbox, score), written atomically."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(list(results), f)
+    os.replace(tmp, out)  # never leave a half-written file behind
+    return out
 
-    Names missing from ``metrics`` are skipped so partial dicts still print.
+
+def format_metrics_table(metrics: Mapping[str, float]) -> str:
+    """Render metrics as a compact two-column table for logs: the 12 COCO numbers in their usual order, then any
+    other keys (e.g. VOC's ``voc_mAP``). Names missing from ``metrics`` are skipped so partial dicts still print.
     """
     names = [name for name in COCO_METRIC_NAMES if name in metrics]
+    names += [name for name in metrics if name not in COCO_METRIC_NAMES]
     width = max([len("metric")] + [len(n) for n in names])
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     lines += [f"{name:<{width}}  {_fmt(float(metrics[name]))}" for name in names]
     return "\n".join(lines)
 
 
+def _valid_gt_counts(coco_gt: Any, img_ids: Sequence[int], cat_ids: Sequence[int],
+                     area_rngs: Sequence[Sequence[float]]) -> np.ndarray:
+    """Ground truths that count for recall (``npig``), per category and area range: [K, A].
+
+    As in both evaluators: not crowd (``ignore`` is ``iscrowd``) and ``lo <= area <= hi``.
+    """
+    anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=list(img_ids), catIds=list(cat_ids)))
+    cat_index = {int(c): k for k, c in enumerate(cat_ids)}
+    k = np.fromiter((cat_index[int(a["category_id"])] for a in anns), dtype=np.int64, count=len(anns))
+    area = np.fromiter((float(a.get("area", 0.0)) for a in anns), dtype=np.float64, count=len(anns))
+    crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
+    counts = np.zeros((len(cat_ids), len(area_rngs)), dtype=np.int64)
+    for a, (lo, hi) in enumerate(area_rngs):
+        valid = ~crowd & (area >= float(lo)) & (area <= float(hi))
+        counts[:, a] = np.bincount(k[valid], minlength=len(cat_ids))
+    return counts
+
+
+def _pycocotools_precision(precision: np.ndarray, second_tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
+    """Turn faster_coco_eval's ``eval['precision']`` [T, R, K, A, M] into pycocotools' (a copy).
+
+    pycocotools computes a curve's precision as ``tp / (tp + fp + eps)``; faster_coco_eval as
+    ``tp / (tp + fp)``. For ``tp + fp >= 2`` adding eps (2**-52) rounds away, so the two differ
+    only at points with one valid detection that is a true positive: 1.0 here, ``1/(1+eps)`` in
+    pycocotools. After the right-to-left maximum (the interpolation), an entry of 1.0 still
+    is 1.0 in pycocotools if the curve also reaches precision 1 with two or more detections,
+    which happens exactly when its second true positive comes with precision 1 (the first two
+    valid detections are true positives). ``second_tp`` [T, K, A, M] is the interpolated
+    precision at the first recall above 1/npig, i.e. at the second true positive (0 if there is
+    none). Where it is below 1, every 1.0 of the curve comes from the single first detection
+    and becomes ``1/(1+eps)``. Nothing else differs: recall and scores are identical.
+    """
+    out = np.array(precision, dtype=np.float64, copy=True)
+    kk, aa = np.nonzero(npig > 0)  # curves without ground truth stay -1 in both
+    if kk.size == 0:
+        return out
+    curves = out[:, :, kk, aa, :]  # [T, R, n, M]
+    single = (second_tp[:, kk, aa, :] != 1.0)[:, None, :, :] & (curves == 1.0)
+    curves[single] = _ONE_TP_PRECISION
+    out[:, :, kk, aa, :] = curves
+    return out
+
+
 class CocoEvaluator:
-    """Accumulates per-image detections and scores them with pycocotools' ``COCOeval`` (bbox).
+    """Accumulates per-image detections and scores them as pycocotools' ``COCOeval`` (bbox) does.
 
     Detections carry contiguous labels ``0..K-1`` (the framework contract); the dataset
     owns the mapping back to category ids, given here as ``label_to_cat_id``.
+
+    ``backend`` picks the implementation: ``"pycocotools"`` (default) or ``"faster_coco_eval"``
+    (optional package ``faster-coco-eval``, same 12 numbers and per-class table, faster). With
+    either, ``coco_eval`` after ``evaluate`` is a pycocotools ``COCOeval`` holding ``params``,
+    ``eval`` (precision/recall/scores) and ``stats``; with faster_coco_eval it was not run by
+    pycocotools (its ``evalImgs`` is empty) and only summarized by it.
     """
+
+    #: The metric the runner keeps ``best.pth`` by (``trainer.best_metric=auto``).
+    primary_metric: str = "bbox_mAP"
 
     def __init__(
         self,
         coco_gt: COCO | str,
         label_to_cat_id: Sequence[int],
         class_names: Sequence[str] | None = None,
+        backend: str = "pycocotools",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"evaluation.backend={backend!r} is not a COCO evaluation backend; choose one of "
+                f"{', '.join(BACKENDS)}.{did_you_mean(str(backend), BACKENDS)}"
+            )
+        self.backend: str = backend
+        self._faster: tuple[Any, Any] | None = _import_faster_coco_eval() if backend == "faster_coco_eval" else None
         self.coco_gt: COCO = _load_gt(coco_gt)
         self.label_to_cat_id: list[int] = [int(c) for c in label_to_cat_id]
         if not self.label_to_cat_id:
@@ -118,6 +242,12 @@ class CocoEvaluator:
             )
         self.class_names: list[str] = [str(n) for n in class_names]
         self._gt_img_ids: set[int] = set(self.coco_gt.getImgIds())
+        self._faster_gt: Any = None  # faster_coco_eval.COCO over the same annotation dicts
+        if self._faster is not None:
+            self._faster_gt = self._faster[0]()
+            # A shallow copy: the same annotation dicts, on which both evaluators set 'ignore' = iscrowd.
+            self._faster_gt.dataset = dict(self.coco_gt.dataset)
+            self._faster_gt.createIndex()
 
         self._results: list[dict[str, Any]] = []
         self._img_ids: list[int] = []
@@ -185,22 +315,26 @@ class CocoEvaluator:
                 )
 
     def evaluate(self) -> dict[str, float]:
-        """Run ``COCOeval`` on the processed images and return the 12 stats by name.
+        """Evaluate the processed images with the backend and return the 12 stats by name.
 
         If nothing was processed, every ground-truth image is evaluated with no detections
         (mAP 0), so an untrained model reads as 0 rather than pycocotools' -1 sentinel.
         Values of -1 can still appear where pycocotools gives them (e.g. no small objects).
         """
         img_ids = sorted(self._img_ids) if self._img_ids else sorted(self._gt_img_ids)
+        # Restrict to the categories the model can predict (same as all of them when the
+        # mapping covers the annotation file), like mmdetection does.
+        cat_ids = sorted(self.label_to_cat_id)
         with _quiet():
-            coco_dt = self._results_coco()
-            coco_eval = COCOeval(self.coco_gt, coco_dt, "bbox")
-            coco_eval.params.imgIds = img_ids
-            # Restrict to the categories the model can predict (same as all of them when the
-            # mapping covers the annotation file), like mmdetection does.
-            coco_eval.params.catIds = sorted(self.label_to_cat_id)
-            coco_eval.evaluate()
-            coco_eval.accumulate()
+            if self.backend == "faster_coco_eval":
+                coco_eval = self._accumulate_faster(img_ids, cat_ids)
+            else:
+                coco_dt = self._results_coco()
+                coco_eval = COCOeval(self.coco_gt, coco_dt, "bbox")
+                coco_eval.params.imgIds = img_ids
+                coco_eval.params.catIds = cat_ids
+                coco_eval.evaluate()
+                coco_eval.accumulate()
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             coco_eval.summarize()
@@ -221,13 +355,7 @@ class CocoEvaluator:
 
     def write_results(self, path: str | os.PathLike[str]) -> Path:
         """Write the results as the official COCO results JSON (a list), creating parent folders."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self._results, f)
-        os.replace(tmp, out)  # never leave a half-written file behind
-        return out
+        return write_results_json(self._results, path)
 
     def format_per_class(self) -> str:
         """Aligned per-class AP/AP50/AP75 table (call after ``evaluate``)."""
@@ -256,6 +384,83 @@ class CocoEvaluator:
         }
         empty.createIndex()
         return empty
+
+    def _faster_results_coco(self) -> Any:
+        """The results as a ``faster_coco_eval.COCO``, as its ``loadRes`` makes them (bbox results).
+
+        Built directly: ``loadRes`` would also add a polygon per box, which bbox evaluation never
+        reads, and older versions crash on an empty list.
+        """
+        faster_coco, _ = self._faster
+        dt = faster_coco()
+        anns = [
+            {
+                "image_id": r["image_id"],
+                "category_id": r["category_id"],
+                "bbox": list(r["bbox"]),
+                "score": r["score"],
+                "area": r["bbox"][2] * r["bbox"][3],  # as loadRes: w * h
+                "id": i,  # as loadRes: 1, 2, ...
+                "iscrowd": 0,
+            }
+            for i, r in enumerate(self._results, start=1)
+        ]
+        dt.dataset = {
+            "info": copy.deepcopy(self.coco_gt.dataset.get("info", {})),
+            "images": list(self.coco_gt.dataset.get("images", [])),
+            "categories": copy.deepcopy(self.coco_gt.dataset.get("categories", [])),
+            "annotations": anns,
+        }
+        dt.createIndex()
+        return dt
+
+    def _accumulate_faster(self, img_ids: list[int], cat_ids: list[int]) -> COCOeval:
+        """Match and accumulate with faster_coco_eval; return a pycocotools ``COCOeval`` holding the
+        result with pycocotools' exact precision, ready for pycocotools' ``summarize``."""
+        _, faster_eval = self._faster
+        coco_dt = self._faster_results_coco()
+        ev = faster_eval(self._faster_gt, coco_dt, "bbox", print_function=_discard)
+        ev.params.imgIds = list(img_ids)
+        ev.params.catIds = list(cat_ids)
+        ref = COCOeval(iouType="bbox").params  # pycocotools' defaults, which summarize() assumes
+        for name in ("iouThrs", "recThrs", "areaRng", "maxDets"):
+            if not np.array_equal(np.asarray(getattr(ev.params, name)), np.asarray(getattr(ref, name))):
+                raise RuntimeError(f"faster_coco_eval's default params.{name} differs from pycocotools'")
+
+        # Extra recall thresholds that sample each curve at its second true positive (see
+        # _pycocotools_precision): 2**-j is above 1/npig and at most 2/npig for 2**j < npig <= 2**(j+1),
+        # both exactly (powers of two), so one threshold per power of two serves every curve. The C++
+        # accumulation reads params.recThrs and finds each threshold on its own, so the extra columns
+        # leave the first R untouched.
+        npig = _valid_gt_counts(self._faster_gt, img_ids, cat_ids, ref.areaRng)
+        probe_j = np.array([[(int(g) - 1).bit_length() - 1 for g in row] for row in npig], dtype=np.int64)
+        probe_j = probe_j.reshape(npig.shape)  # npig = 1: j = -1, threshold 2, never reached (no 2nd TP)
+        probes = 2.0 ** -np.arange(-1, int(probe_j.max(initial=-1)) + 1, dtype=np.float64)
+        rec_thrs = ev.params.recThrs
+        ev.params.recThrs = np.concatenate([rec_thrs, probes])
+        try:
+            ev.evaluate()
+            ev.accumulate()
+        finally:
+            ev.params.recThrs = rec_thrs
+        num_r = len(rec_thrs)
+        precision = np.asarray(ev.eval["precision"], dtype=np.float64)
+        kk, aa = np.indices(npig.shape)
+        second_tp = precision[:, num_r + 1 + probe_j, kk, aa, :]  # [T, K, A, M]
+
+        result = COCOeval(self.coco_gt, coco_dt, "bbox")
+        result.params.imgIds = list(img_ids)
+        result.params.catIds = list(cat_ids)
+        counts = list(precision[:, :num_r].shape)
+        result.eval = {
+            "params": result.params,
+            "counts": counts,
+            "date": ev.eval.get("date", ""),
+            "precision": _pycocotools_precision(precision[:, :num_r], second_tp, npig),
+            "recall": np.asarray(ev.eval["recall"], dtype=np.float64).copy(),
+            "scores": np.asarray(ev.eval["scores"], dtype=np.float64)[:, :num_r].copy(),
+        }
+        return result
 
     def _per_class(self, coco_eval: COCOeval) -> list[dict[str, Any]]:
         """AP, AP50, AP75 per class from ``eval['precision']`` (area 'all', largest maxDets).

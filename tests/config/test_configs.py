@@ -28,7 +28,11 @@ def test_groups_cover_the_design():
             "trainer", "experiment"} <= groups
 
 
-def data_overrides(shapes_root: Path, dataset: str) -> list[str]:
+def data_overrides(shapes_root: Path, dataset: str, roots: dict[str, Path] | None = None) -> list[str]:
+    if dataset.startswith("voc"):  # the shapes pictures in VOCdevkit layout, with their 4 classes
+        return [f"dataset.root={roots['voc']}", "dataset.num_classes=4"]
+    if dataset == "cityscapes":  # …in Cityscapes layout (4 of the 8 classes used); small sizes keep it fast
+        return [f"dataset.root={roots['cityscapes']}", "dataset.min_size=128", "dataset.max_size=192"]
     out = [f"dataset.root={shapes_root}"]
     if dataset == "coco":  # point the COCO layout at the shapes files: a real COCO-format folder
         out += [f"dataset.{s}.{k}={v}" for s in ("train", "val") for k, v in
@@ -51,9 +55,12 @@ def context(group: str, option: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_option_composes_and_instantiates(group, option, shapes_root):
+def test_option_composes_and_instantiates(group, option, shapes_root, request):
     dataset = option if group == "dataset" else "shapes"
-    cfg = check_overrides("train", [*context(group, option), f"{group}={option}"] + data_overrides(shapes_root, dataset))
+    roots = {"voc": request.getfixturevalue("shapes_voc_root") if dataset.startswith("voc") else None,
+             "cityscapes": request.getfixturevalue("shapes_cityscapes_root") if dataset == "cityscapes" else None}
+    cfg = check_overrides("train", [*context(group, option), f"{group}={option}"]
+                          + data_overrides(shapes_root, dataset, roots))
     assert cfg is not None
     top = group.split("/")[0]
     if top in ("model", "experiment"):

@@ -164,7 +164,7 @@ def test_make_shapes_cli(tmp_path: Path, capsys) -> None:
     out = subprocess.run([sys.executable, str(REPO / "tools" / "make_shapes.py"), *args],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "train: 3 images" in out.stdout and "val: 2 images" in out.stdout
+    assert "coco layout, 3 train / 2 val images" in out.stdout
     assert str(root) in out.stdout
     assert len(list((root / "images" / "train").glob("*.jpg"))) == 3
     assert _files(root) == _files(generate_shapes(tmp_path / "same", num_train=3, num_val=2, seed=5))
@@ -198,3 +198,12 @@ def test_fixed_image_size(small_root: Path, tmp_path: Path) -> None:
     assert "image_size" not in info["generator"]
     with pytest.raises(ValueError, match="image_size"):
         generate_shapes(tmp_path / "bad", num_train=1, num_val=0, image_size=(16, 80))
+
+
+@pytest.mark.parametrize("layout,marker", [("voc", "VOC2007/ImageSets/Main/trainval.txt"),
+                                           ("cityscapes", "gtFine/val")])
+def test_make_shapes_cli_other_layouts(tmp_path: Path, capsys, layout: str, marker: str) -> None:
+    root = tmp_path / layout
+    assert _load_cli().main(["--layout", layout, "--root", str(root), "--num-train", "3", "--num-val", "2"]) == 0
+    assert f"{layout} layout, 3 train / 2 val images" in capsys.readouterr().out
+    assert (root / marker).exists()

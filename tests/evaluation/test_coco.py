@@ -321,3 +321,58 @@ def test_gt_not_mutated_by_evaluation(coco_gt: COCO) -> None:
     ev.process([1], [_noisy(coco_gt, 1, seed=0)])
     ev.evaluate()
     assert coco_gt.dataset["images"] == before
+
+
+def test_primary_metric_is_bbox_map(coco_gt: COCO) -> None:
+    assert CocoEvaluator.primary_metric == "bbox_mAP"
+    ev = CocoEvaluator(coco_gt, LABEL_TO_CAT)
+    assert ev.backend == "pycocotools"  # the default
+    assert ev.primary_metric in ev.evaluate()
+
+
+def test_unknown_backend_is_a_config_error(coco_gt: COCO) -> None:
+    from framework.config.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="not a COCO evaluation backend.*Did you mean 'faster_coco_eval'"):
+        CocoEvaluator(coco_gt, LABEL_TO_CAT, backend="faster_cocoeval")
+
+
+def test_missing_faster_coco_eval_says_how_to_install(coco_gt: COCO, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from framework.config.validation import ConfigError
+    from framework.evaluation.coco import EvaluationBackendNotInstalledError
+
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # makes `import faster_coco_eval` fail
+    with pytest.raises(EvaluationBackendNotInstalledError) as info:
+        CocoEvaluator(coco_gt, LABEL_TO_CAT, backend="faster_coco_eval")
+    # A ConfigError (the CLI prints it without a traceback) and an ImportError.
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, ImportError)
+    message = str(info.value)
+    assert "pip install faster-coco-eval" in message and "evaluation.backend=pycocotools" in message
+    CocoEvaluator(coco_gt, LABEL_TO_CAT)  # the default backend needs nothing extra
+
+
+def test_faster_backend_matches_on_the_small_set(coco_gt: COCO) -> None:
+    pytest.importorskip("faster_coco_eval")
+    dets = {img_id: _noisy(coco_gt, img_id, seed=img_id) for img_id in (1, 2, 3)}
+    ev = CocoEvaluator(coco_gt, LABEL_TO_CAT, backend="faster_coco_eval")
+    ev.process(list(dets), list(dets.values()))
+    metrics = ev.evaluate()
+    assert [metrics[n] for n in COCO_METRIC_NAMES] == _direct_stats(coco_gt, dets, [1, 2, 3])
+    assert "Average Precision" in ev.summary and len(ev.summary.splitlines()) == 12
+    assert ev.coco_eval is not None and list(ev.coco_eval.params.imgIds) == [1, 2, 3]
+    # Image 1: one match per class, 1/(1+eps) in pycocotools, although faster_coco_eval alone gives exactly 1.
+    ev.reset()
+    ev.process([1], [_perfect(coco_gt, 1)])
+    metrics = ev.evaluate()
+    slow = CocoEvaluator(coco_gt, LABEL_TO_CAT)
+    slow.process([1], [_perfect(coco_gt, 1)])
+    assert metrics == slow.evaluate()
+    assert metrics["bbox_mAP"] < 1.0
+    # All three images: two matches for cat, so its precision is exactly 1 in both.
+    for e in (ev, slow):
+        e.reset()
+        e.process([1, 2, 3], [_perfect(coco_gt, i) for i in (1, 2, 3)])
+    assert ev.evaluate() == slow.evaluate()
+    assert ev.per_class[0]["AP"] == slow.per_class[0]["AP"] == 1.0

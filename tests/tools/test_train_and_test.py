@@ -58,6 +58,20 @@ def test_test_tool_reproduces_training_evaluation(trained_run, repo_root):
     assert metrics["bbox_AR_100"] > 0  # the comparison is not between two empty evaluations
     results = json.loads((eval_dirs[0] / "results.bbox.json").read_text())
     assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
+    assert {"pr_curve.png", "confusion_matrix.png", "f1_curve.png"} <= {p.name for p in eval_dirs[0].iterdir()}
+    assert (trained_run / "pr_curve.png").is_file()  # written by the evaluations during training
+
+    # the same detections, scored from the results file alone, give the same 12 numbers
+    out_dir = eval_dirs[0] / "from_results"
+    run(repo_root, "tools/eval_results.py", f"results={eval_dirs[0] / 'results.bbox.json'}",
+        f"dataset.root={dataset_root_of(trained_run)}",
+        f"hydra.run.dir={out_dir}")
+    rescored = json.loads((out_dir / "metrics.json").read_text())["bbox"]
+    assert rescored == metrics
+
+
+def dataset_root_of(run_dir: Path) -> str:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["dataset"]["root"]
 
 
 def test_test_tool_overrides_and_errors(trained_run, repo_root, tmp_path):
@@ -91,3 +105,33 @@ def test_yolo_style_pipeline_trains_end_to_end_and_closes_mosaic(repo_root, shap
     assert [r["Mosaic.prob"] for r in records if r["mode"] == "pipeline"] == [1.0, 0.0]
     assert [r["epoch"] for r in records if r["mode"] == "val"] == [1, 2]
     assert (run_dir / "checkpoints" / "best.pth").is_file()
+
+
+@pytest.mark.parametrize("dataset,expected", [("voc07", ["VOC2007", "Annotations", "dataset.root=/path/to/VOCdevkit"]),
+                                              ("cityscapes", ["leftImg8bit", "gtFine", "dataset.root=/path/to/cityscapes"]),
+                                              ("coco", ["instances_val2017.json", "dataset.root=/path/to/coco"])])
+def test_mistyped_dataset_root_shows_the_tree_and_the_key(repo_root, tmp_path, dataset, expected):
+    proc = subprocess.run([sys.executable, "tools/train.py", f"dataset={dataset}", f"dataset.root={tmp_path / 'typo'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=repo_root, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(tmp_path / "typo") in proc.stderr
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr)
+
+
+@pytest.mark.parametrize("dataset,root_fixture,metric", [("voc07", "shapes_voc_root", "voc_mAP"),
+                                                         ("cityscapes", "shapes_cityscapes_root", "bbox_mAP")])
+def test_train_and_test_on_voc_and_cityscapes_layouts(repo_root, tmp_path, request, dataset, root_fixture, metric):
+    root = request.getfixturevalue(root_fixture)
+    run_dir = tmp_path / dataset
+    extra = ["dataset.num_classes=4"] if dataset.startswith("voc") else []
+    run(repo_root, "tools/train.py", *FAST, "trainer.max_epochs=1", f"dataset={dataset}", f"dataset.root={root}",
+        *extra, f"hydra.run.dir={run_dir}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["mode"] == "val"]
+    assert len(val) == 1 and metric in val[0]
+    run(repo_root, "tools/test.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pth'}", f"hydra.run.dir={tmp_path / 'e'}")
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["bbox"]
+    assert metrics[metric] == pytest.approx(val[0][metric], abs=1e-12)
+    assert (tmp_path / "e" / "confusion_matrix.png").is_file()

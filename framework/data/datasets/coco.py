@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["CocoDetection", "DatasetNotFoundError"]
+__all__ = ["CocoDetection", "DatasetNotFoundError", "detection_sample"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -93,6 +93,24 @@ def _load_json(path: Path) -> dict[str, Any]:
             "with at least 'images' and 'categories' keys"
         )
     return data
+
+
+def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
+                     transforms: Callable | None) -> tuple[tv_tensors.Image, dict[str, Any]]:
+    """The sample contract every dataset yields: a uint8 CHW image and its XYXY boxes (already clipped to the
+    decoded size), contiguous labels, image id and original size, then the dataset's transforms."""
+    h, w = int(data.shape[-2]), int(data.shape[-1])
+    target: dict[str, Any] = {
+        "boxes": tv_tensors.BoundingBoxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                          format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(h, w)),
+        "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+        "image_id": image_id,
+        "orig_size": (h, w),
+    }
+    image = tv_tensors.Image(data)
+    if transforms:
+        image, target = transforms(image, target)
+    return image, target
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -204,23 +222,9 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         img_id = self.ids[index]
         data = self._load_image(img_id)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
         # Clip to the decoded size: it is what the boxes will be drawn on from now on.
-        boxes, labels = self._load_boxes(img_id, (h, w))
-        image = tv_tensors.Image(data)
-        target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(
-                torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                format=tv_tensors.BoundingBoxFormat.XYXY,
-                canvas_size=(h, w),
-            ),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "image_id": img_id,
-            "orig_size": (h, w),
-        }
-        if self.transforms:
-            image, target = self.transforms(image, target)
-        return image, target
+        boxes, labels = self._load_boxes(img_id, (int(data.shape[-2]), int(data.shape[-1])))
+        return detection_sample(data, boxes, labels, img_id, self.transforms)
 
     def __repr__(self) -> str:
         return (

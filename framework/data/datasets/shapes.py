@@ -253,6 +253,21 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _SPLITS.index(split)]))
 
 
+def check_render_args(min_side: int = 112, max_side: int = 160, max_objects: int = 5,
+                      image_size: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """Refuse arguments `render_shapes` cannot honour (every layout writer checks the same way); returns
+    `image_size` as a tuple of ints."""
+    if not 24 <= min_side <= max_side:
+        raise ValueError(f"need 24 <= min_side <= max_side, got {min_side}, {max_side}")
+    if max_objects < 1:
+        raise ValueError("max_objects must be >= 1")
+    if image_size is not None:
+        if len(image_size) != 2 or min(image_size) < 24:
+            raise ValueError(f"image_size must be (height, width), both >= 24, got {image_size}")
+        image_size = (int(image_size[0]), int(image_size[1]))
+    return image_size
+
+
 def render_shapes(
     num_images: int,
     rng: np.random.Generator,
@@ -342,14 +357,7 @@ def generate_shapes(
     root = Path(root).expanduser().absolute()
     if num_train < 0 or num_val < 0:
         raise ValueError("num_train and num_val must be >= 0")
-    if not 24 <= min_side <= max_side:
-        raise ValueError(f"need 24 <= min_side <= max_side, got {min_side}, {max_side}")
-    if max_objects < 1:
-        raise ValueError("max_objects must be >= 1")
-    if image_size is not None:
-        if len(image_size) != 2 or min(image_size) < 24:
-            raise ValueError(f"image_size must be (height, width), both >= 24, got {image_size}")
-        image_size = (int(image_size[0]), int(image_size[1]))
+    image_size = check_render_args(min_side, max_side, max_objects, image_size)
     if root.exists() and not _looks_like_shapes(root):
         raise FileExistsError(
             f"{root} exists and does not look like a shapes dataset "

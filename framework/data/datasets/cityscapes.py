@@ -1,0 +1,420 @@
+"""Cityscapes instance-level detection dataset (the 8 "things" classes), read the way mmdetection reads it.
+
+Layout (the official ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` unzipped side by side)::
+
+    root/
+    ├── leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    └── gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png   (+ _gtFine_polygons.json, unused)
+
+Ground truth comes from the 16-bit ``*_gtFine_instanceIds.png`` images, with Cityscapes' official encoding:
+
+* ``label_id * 1000 + k`` — instance ``k`` (0-based) of a class that has instances (``car`` 26 → 26000, 26001, …);
+* ``label_id`` (< 1000) — everything else: stuff (road 7, building 11, …) and the regions of an instance class
+  that the annotators could not split into instances ("cargroup", "persongroup", …: pixel value 26, 24, …).
+
+What becomes what (as in mmdetection's ``cityscapes.py`` converter and ``CityscapesDataset``):
+
+* each instance of the 8 evaluated classes → one box: the tight box of its pixels in continuous XYXY coordinates
+  (pixel ``i`` covers ``[i, i+1)``, so ``x1 = max_x + 1``), label ``0..7`` in :data:`CITYSCAPES_CLASSES` order;
+* the group region of one of the 8 classes → a crowd region: not a training box, but in :attr:`coco` with
+  ``iscrowd=1`` (its box, ``area`` = its pixel count), so pycocotools ignores detections that fall on it;
+* ``caravan`` and ``trailer`` have instances but are ``ignoreInEval`` in Cityscapes: skipped, like stuff.
+
+Annotations are scanned once at construction (each instance PNG decoded once, on a few threads) into flat numpy
+arrays — never a dict per object — because the dataset is copied into every loader worker. The pycocotools index
+the COCO evaluator needs is built from those arrays on first use of :attr:`coco` (validation only).
+
+No Cityscapes download at hand? ``python tools/make_shapes.py --layout cityscapes`` writes the synthetic shapes
+in this layout (see :mod:`framework.data.datasets.shapes_cityscapes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from framework.data.datasets.coco import DatasetNotFoundError, detection_sample
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_INSTANCE_LABELS",
+    "CityscapesDetection",
+    "CityscapesLabel",
+    "LEFT_SUFFIX",
+    "INSTANCE_IDS_SUFFIX",
+    "POLYGONS_SUFFIX",
+]
+
+
+class CityscapesLabel(NamedTuple):
+    """One row of Cityscapes' label table (``cityscapesscripts.helpers.labels``), the fields we use."""
+
+    name: str
+    id: int  # the label id written in *_labelIds.png / *_instanceIds.png
+    has_instances: bool  # instances encoded as id * 1000 + k
+    ignore_in_eval: bool
+    color: tuple[int, int, int]  # the official colour (for drawing)
+
+
+#: Every Cityscapes label that has instances, in id order. The 8 not ignored in evaluation are the detection
+#: classes; caravan and trailer are listed so their instance pixels are recognised (and skipped, as mmdetection
+#: does) rather than mistaken for corrupt data. Checked against cityscapesscripts in the tests.
+CITYSCAPES_INSTANCE_LABELS: tuple[CityscapesLabel, ...] = (
+    CityscapesLabel("person", 24, True, False, (220, 20, 60)),
+    CityscapesLabel("rider", 25, True, False, (255, 0, 0)),
+    CityscapesLabel("car", 26, True, False, (0, 0, 142)),
+    CityscapesLabel("truck", 27, True, False, (0, 0, 70)),
+    CityscapesLabel("bus", 28, True, False, (0, 60, 100)),
+    CityscapesLabel("caravan", 29, True, True, (0, 0, 90)),
+    CityscapesLabel("trailer", 30, True, True, (0, 0, 110)),
+    CityscapesLabel("train", 31, True, False, (0, 80, 100)),
+    CityscapesLabel("motorcycle", 32, True, False, (0, 0, 230)),
+    CityscapesLabel("bicycle", 33, True, False, (119, 11, 32)),
+)
+
+_CLASS_LABELS = tuple(lb for lb in CITYSCAPES_INSTANCE_LABELS if not lb.ignore_in_eval)
+#: The 8 detection classes; label ``i`` of a target is ``CITYSCAPES_CLASSES[i]``, COCO category id ``i + 1``.
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(lb.name for lb in _CLASS_LABELS)
+_SUPERCATEGORY = {"person": "human", "rider": "human"}  # the rest are Cityscapes' "vehicle" category
+
+_MAX_LABEL_ID = 33  # ids 0..33 are Cityscapes' labels (license plate, -1, is never drawn into the PNGs)
+_MIN_THING_ID = min(lb.id for lb in CITYSCAPES_INSTANCE_LABELS)  # 24: smaller values are stuff, skipped first
+# label id -> contiguous label 0..7, -1 for everything else (stuff, caravan, trailer)
+_ID_TO_LABEL = np.full(_MAX_LABEL_ID + 1, -1, dtype=np.int64)
+for _i, _lb in enumerate(_CLASS_LABELS):
+    _ID_TO_LABEL[_lb.id] = _i
+_HAS_INSTANCES = np.zeros(_MAX_LABEL_ID + 1, dtype=bool)
+_HAS_INSTANCES[[lb.id for lb in CITYSCAPES_INSTANCE_LABELS]] = True
+
+LEFT_SUFFIX = "_leftImg8bit.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+POLYGONS_SUFFIX = "_gtFine_polygons.json"
+_ID_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit greyscale PNG, as Pillow versions open it
+_SPLITS = ("train", "val")
+
+
+def _layout_hint(root: Path, split: str) -> str:
+    """The expected folder tree and the override that points the config at it."""
+    return "\n".join([
+        "Expected layout (leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into one folder):",
+        f"  {root}/",
+        "  ├── leftImg8bit/",
+        f"  │   └── {split}/",
+        "  │       └── <city>/",
+        f"  │           └── <city>_<seq>_<frame>{LEFT_SUFFIX} …",
+        "  └── gtFine/",
+        f"      └── {split}/",
+        "          └── <city>/",
+        f"              ├── <city>_<seq>_<frame>{INSTANCE_IDS_SUFFIX} …",
+        f"              └── <city>_<seq>_<frame>{POLYGONS_SUFFIX} …   (optional)",
+        "Point the config at your copy with `dataset.root=/path/to/cityscapes` (the folder that holds leftImg8bit/ "
+        "and gtFine/). To try the loader without the download: `python tools/make_shapes.py --layout cityscapes` "
+        "and `dataset.root=data/shapes_cityscapes`.",
+    ])
+
+
+def _misplaced_root_hint(root: Path) -> str:
+    """Catch a root one level too high (the unzip folder's parent) or too low (leftImg8bit/ or gtFine/ itself)."""
+    if (root / "cityscapes" / "leftImg8bit").is_dir():
+        return f" It contains cityscapes/leftImg8bit: did you mean `dataset.root={root / 'cityscapes'}`?"
+    if root.name in ("leftImg8bit", "gtFine") or any((root / s).is_dir() for s in (*_SPLITS, "test")):
+        return f" {root} looks like leftImg8bit/ or gtFine/ itself: did you mean `dataset.root={root.parent}`?"
+    return ""
+
+
+def _read_instance_ids(path: Path) -> np.ndarray:
+    """The (H, W) integer array of one ``*_gtFine_instanceIds.png``; every failure names the file."""
+    try:
+        img = Image.open(path)
+    except Exception as e:  # PIL raises OSError, SyntaxError, zlib errors… depending on the damage
+        raise ValueError(f"Could not decode instance-id PNG {path}: {e}") from e
+    with img:
+        try:
+            img.load()
+        except Exception as e:
+            raise ValueError(f"Could not decode instance-id PNG {path}: {e}") from e
+        if img.mode not in _ID_MODES:
+            raise ValueError(
+                f"{path} has image mode {img.mode!r}, expected a 16-bit greyscale PNG ({INSTANCE_IDS_SUFFIX}: "
+                "label_id * 1000 + instance for instances, label_id elsewhere)"
+            )
+        return np.asarray(img)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image from its header (no decoding)."""
+    try:
+        with Image.open(path) as img:
+            return int(img.height), int(img.width)
+    except Exception as e:
+        raise ValueError(f"Could not read image {path}: {e}") from e
+
+
+class _Scanned(NamedTuple):
+    height: int
+    width: int
+    boxes: np.ndarray  # (N, 4) float32 XYXY, instances of the 8 classes
+    labels: np.ndarray  # (N,) int64 0..7
+    areas: np.ndarray  # (N,) int64 pixel counts
+    crowd_boxes: np.ndarray  # (M, 4) float32, group regions of the 8 classes
+    crowd_labels: np.ndarray  # (M,) int64
+    crowd_areas: np.ndarray  # (M,) int64
+
+
+def _objects_from_ids(ids: np.ndarray, path: Path) -> tuple[np.ndarray, ...]:
+    """Boxes, labels and areas of the instances and of the group regions encoded in one instance-id array."""
+    h, w = ids.shape
+    flat = ids.reshape(-1)
+    sel = np.flatnonzero(flat >= _MIN_THING_ID)  # most pixels are stuff: drop them before anything costlier
+    vals = flat[sel].astype(np.int64)
+    label_ids = np.where(vals >= 1000, vals // 1000, vals)
+    bad = label_ids > _MAX_LABEL_ID  # e.g. 7001: instances of a stuff class; or 500: no such label
+    bad |= (vals >= 1000) & ~_HAS_INSTANCES[np.minimum(label_ids, _MAX_LABEL_ID)]
+    if bad.any():
+        v = int(vals[np.argmax(bad)])
+        raise ValueError(
+            f"{path}: pixel value {v} is not a Cityscapes id (expected label ids 0..{_MAX_LABEL_ID}, or "
+            f"label_id * 1000 + k for a class with instances: "
+            f"{', '.join(f'{lb.name} {lb.id}' for lb in CITYSCAPES_INSTANCE_LABELS)})"
+        )
+    labels = _ID_TO_LABEL[label_ids]
+    keep = labels >= 0  # stuff (and caravan/trailer) out
+    sel, vals = sel[keep], vals[keep]
+    # Present values and each pixel's object index by counting (values are < 34000 now): no sort needed.
+    counts = np.bincount(vals)
+    uniq = np.flatnonzero(counts)
+    compact = np.zeros(len(counts), dtype=np.int64)
+    compact[uniq] = np.arange(len(uniq))
+    inv = compact[vals]
+    ys, xs = np.divmod(sel, w)
+    n = len(uniq)
+    x0 = np.full(n, w, dtype=np.int64)
+    y0 = np.full(n, h, dtype=np.int64)
+    x1 = np.full(n, -1, dtype=np.int64)
+    y1 = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(x0, inv, xs)
+    np.minimum.at(y0, inv, ys)
+    np.maximum.at(x1, inv, xs)
+    np.maximum.at(y1, inv, ys)
+    boxes = np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float32)  # continuous: last pixel + 1
+    areas = counts[uniq].astype(np.int64)
+    ulabels = _ID_TO_LABEL[np.where(uniq >= 1000, uniq // 1000, uniq)]
+    inst = uniq >= 1000
+    return boxes[inst], ulabels[inst], areas[inst], boxes[~inst], ulabels[~inst], areas[~inst]
+
+
+def _scan(left: Path, inst_path: Path) -> _Scanned:
+    """One image: its size and objects, from its instance-id PNG (checked against the image header)."""
+    if not inst_path.is_file():
+        raise DatasetNotFoundError(f"Instance-id annotation {inst_path} (for image {left}) does not exist.")
+    ids = _read_instance_ids(inst_path)
+    h, w = ids.shape
+    ih, iw = _header_size(left)
+    if (ih, iw) != (h, w):
+        raise ValueError(f"{inst_path} is {w}x{h} but its image {left} is {iw}x{ih}; they must match")
+    return _Scanned(h, w, *_objects_from_ids(ids, inst_path))
+
+
+def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
+
+
+class CityscapesDetection(torch.utils.data.Dataset):
+    """Detection samples from a Cityscapes folder: the 8 instance classes, boxes from the instance masks.
+
+    Args:
+        root: the folder that holds ``leftImg8bit/`` and ``gtFine/``.
+        split: ``train`` | ``val`` (the test split has no public annotations).
+        transforms: applied to ``(image, target)``.
+        filter_empty: leave out images without any instance of the 8 classes (mmdetection's
+            ``filter_empty_gt`` for training); group regions alone do not count.
+
+    Samples follow :class:`~framework.data.datasets.coco.CocoDetection`'s contract: a uint8 CHW
+    ``tv_tensors.Image`` and ``{"boxes": BoundingBoxes XYXY, "labels": int64 0..7, "image_id": int,
+    "orig_size": (H, W)}``. Images are ordered by their path (``<city>/<name>``); ``image_id`` is the 1-based
+    position in that order over the whole split (stable under ``filter_empty``), ``ids[index]`` is it.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "train",
+        transforms: Callable | None = None,
+        filter_empty: bool = False,
+    ) -> None:
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.transforms = transforms
+        self.img_dir: Path = self.root / "leftImg8bit" / split
+        self.ann_dir: Path = self.root / "gtFine" / split
+        hint = _layout_hint(self.root, split)
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"Cityscapes root {self.root} does not exist.\n{hint}")
+        for folder in (self.img_dir, self.ann_dir):
+            if not folder.is_dir():
+                raise DatasetNotFoundError(
+                    f"Folder {folder} does not exist.{_misplaced_root_hint(self.root)}\n{hint}"
+                )
+        files = sorted(p.relative_to(self.img_dir).as_posix() for p in self.img_dir.glob(f"*/*{LEFT_SUFFIX}"))
+        if not files:
+            raise DatasetNotFoundError(f"No <city>/*{LEFT_SUFFIX} images under {self.img_dir}.\n{hint}")
+
+        self.classes: list[str] = list(CITYSCAPES_CLASSES)
+        self.num_classes: int = len(self.classes)
+        self.cat_ids: list[int] = list(range(1, self.num_classes + 1))
+        self.label_to_cat_id: list[int] = list(self.cat_ids)
+        self.cat_id_to_label: dict[int, int] = {c: c - 1 for c in self.cat_ids}
+
+        pairs = [(self.img_dir / f, self.ann_dir / (f[: -len(LEFT_SUFFIX)] + INSTANCE_IDS_SUFFIX)) for f in files]
+        # PNG decoding and numpy release the GIL: threads make the one-off scan of ~3000 full-size PNGs a few
+        # times faster, and map() keeps the order (so the first failing file, in order, is the one reported).
+        workers = max(1, min(8, os.cpu_count() or 1, len(pairs)))
+        if workers == 1:
+            scanned = [_scan(*p) for p in pairs]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                scanned = list(pool.map(lambda p: _scan(*p), pairs))
+
+        self._files: list[str] = files  # relative to img_dir, e.g. "aachen/aachen_000000_000019_leftImg8bit.png"
+        self._sizes = np.asarray([(s.height, s.width) for s in scanned], dtype=np.int64).reshape(-1, 2)
+        self._offsets = np.zeros(len(scanned) + 1, dtype=np.int64)
+        np.cumsum([len(s.labels) for s in scanned], out=self._offsets[1:])
+        self._boxes = _concat([s.boxes for s in scanned], (0, 4), np.float32)
+        self._labels = _concat([s.labels for s in scanned], (0,), np.int64)
+        self._areas = _concat([s.areas for s in scanned], (0,), np.int64)
+        self._crowd_offsets = np.zeros(len(scanned) + 1, dtype=np.int64)
+        np.cumsum([len(s.crowd_labels) for s in scanned], out=self._crowd_offsets[1:])
+        self._crowd_boxes = _concat([s.crowd_boxes for s in scanned], (0, 4), np.float32)
+        self._crowd_labels = _concat([s.crowd_labels for s in scanned], (0,), np.int64)
+        self._crowd_areas = _concat([s.crowd_areas for s in scanned], (0,), np.int64)
+
+        positions = np.arange(len(files))
+        if filter_empty:
+            positions = positions[np.diff(self._offsets) > 0]
+        self.ids: list[int] = [int(p) + 1 for p in positions]
+        self._coco: COCO | None = None
+
+    # ------------------------------------------------------------------ metadata
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _pos(self, index: int) -> int:
+        """Position of a sample in the full (unfiltered) split."""
+        return self.ids[index] - 1
+
+    def _info(self, pos: int) -> dict[str, Any]:
+        h, w = self._sizes[pos]
+        return {"id": pos + 1, "file_name": self._files[pos], "height": int(h), "width": int(w)}
+
+    def get_image_info(self, index: int) -> dict[str, Any]:
+        """Image record (id, file_name relative to ``leftImg8bit/<split>``, height, width): no decoding."""
+        return self._info(self._pos(index))
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        """Ground truth of one image: instances and group regions (``crowd``) as arrays, boxes XYXY.
+
+        ``{"image_id", "boxes" (N, 4) float32, "labels" (N,) int64, "areas" (N,) int64,
+        "crowd_boxes" (M, 4) float32, "crowd_labels" (M,) int64, "crowd_areas" (M,) int64}``.
+        """
+        pos = self._pos(index)
+        s = slice(self._offsets[pos], self._offsets[pos + 1])
+        c = slice(self._crowd_offsets[pos], self._crowd_offsets[pos + 1])
+        return {
+            "image_id": pos + 1,
+            "boxes": self._boxes[s].copy(),
+            "labels": self._labels[s].copy(),
+            "areas": self._areas[s].copy(),
+            "crowd_boxes": self._crowd_boxes[c].copy(),
+            "crowd_labels": self._crowd_labels[c].copy(),
+            "crowd_areas": self._crowd_areas[c].copy(),
+        }
+
+    @property
+    def coco(self) -> COCO:
+        """The whole split's ground truth as an in-memory pycocotools ``COCO`` object, for the COCO evaluator.
+
+        Category ids ``1..8`` (``label_to_cat_id``), image ids = ``image_id``; every instance with its mask's box and
+        pixel count as ``area`` (what COCO's small/medium/large split uses), every group region with
+        ``iscrowd=1``. Box AP over the 8 classes on it is what mmdetection reports for Cityscapes. Built on first
+        use (training workers never need it) and not pickled.
+        """
+        if self._coco is None:
+            images: list[dict[str, Any]] = []
+            anns: list[dict[str, Any]] = []
+            for pos in range(len(self._files)):
+                images.append(self._info(pos))
+                for offsets, boxes, labels, areas, crowd in (
+                    (self._offsets, self._boxes, self._labels, self._areas, 0),
+                    (self._crowd_offsets, self._crowd_boxes, self._crowd_labels, self._crowd_areas, 1),
+                ):
+                    s = slice(offsets[pos], offsets[pos + 1])
+                    for (x0, y0, x1, y1), label, area in zip(boxes[s].tolist(), labels[s].tolist(), areas[s].tolist()):
+                        anns.append({
+                            "id": len(anns) + 1,
+                            "image_id": pos + 1,
+                            "category_id": int(label) + 1,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": float(area),
+                            "iscrowd": crowd,
+                        })
+            data = {
+                "info": {"description": f"Cityscapes {self.split} (gtFine instances, {self.root})"},
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": c, "name": n, "supercategory": _SUPERCATEGORY.get(n, "vehicle")}
+                               for c, n in zip(self.cat_ids, self.classes)],
+            }
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco = COCO()
+                coco.dataset = data
+                coco.createIndex()
+            self._coco = coco
+        return self._coco
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
+        return state
+
+    # ------------------------------------------------------------------ samples
+
+    def _load_image(self, pos: int) -> torch.Tensor:
+        path = self.img_dir / self._files[pos]
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file {path} (image_id={pos + 1}) does not exist")
+        try:
+            return decode_image(str(path), mode=ImageReadMode.RGB)
+        except Exception as e:  # torchvision raises RuntimeError/ValueError variously
+            raise RuntimeError(f"Could not decode image {path} (image_id={pos + 1}): {e}") from e
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        pos = self._pos(index)
+        data = self._load_image(pos)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = slice(self._offsets[pos], self._offsets[pos + 1])
+        # The scan checked the PNG sizes agree; clipping to the decoded size keeps the contract if a file changed.
+        boxes = self._boxes[s].copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return detection_sample(data, boxes[keep], self._labels[s][keep], pos + 1, self.transforms)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
+            f"instances={len(self._labels)}, crowd_regions={len(self._crowd_labels)}, classes={self.num_classes})"
+        )

@@ -1,0 +1,176 @@
+"""The synthetic shapes dataset written in Pascal VOC layout.
+
+Same pictures as the COCO layout of the same seed (both come from :func:`~framework.data.datasets.shapes.render_shapes`
+with :func:`~framework.data.datasets.shapes.split_rng`), so ``dataset=voc07`` can be tried and compared with
+``dataset=shapes`` without downloading VOC::
+
+    python tools/make_shapes.py --layout voc
+    python tools/train.py dataset=voc07 dataset.root=data/shapes_voc dataset.num_classes=4
+
+Layout written by :func:`write_shapes_voc` (``root`` plays the part of ``VOCdevkit``)::
+
+    root/VOC2007/
+    ├── Annotations/000001.xml …
+    ├── ImageSets/Main/train.txt, val.txt, trainval.txt, test.txt
+    ├── JPEGImages/000001.jpg …
+    └── classes.txt          circle, square, triangle, cross (read by VOCDetection instead of the 20 VOC classes)
+
+Image sets: ``train`` and ``val`` are the COCO layout's train and val splits; ``trainval`` is both and ``test`` is
+``val`` again, so the presets that train on ``trainval`` and evaluate on ``test`` (voc07, voc0712) and the one
+that trains on ``train`` and evaluates on ``val`` (voc12, with ``year="2012"``) all run unchanged. Image ids number
+the train images first (``000001`` … ``num_train``), then the val ones, as VOC2007 shares one numbering across its
+splits; val image ``k`` of the COCO layout is ``f"{num_train + k:06d}"`` here, and its JPEG has the same bytes.
+
+Annotation rules, chosen so the VOC-specific flags are exercised (they have no counterpart in the COCO layout):
+
+* ``<bndbox>``: the VOC 1-based inclusive convention, from the COCO box ``[x, y, w, h]`` (integer pixels, painted
+  pixels ``x .. x+w-1``): ``xmin = x + 1``, ``xmax = x + w``; likewise for y.
+* ``<difficult>1</difficult>`` for objects whose box is shorter than ``DIFFICULT_SIDE`` (20) pixels on its shorter
+  side: about one object in ten at the default sizes (16–64 px).
+* ``<truncated>1</truncated>`` when the box touches the image border.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from framework.data.datasets.shapes import SHAPES_CLASSES, check_render_args, render_shapes, split_rng
+from framework.data.datasets.voc import CLASSES_FILE as CLASSES_NAME
+
+__all__ = ["DIFFICULT_SIDE", "write_shapes_voc"]
+
+DIFFICULT_SIDE = 20  # boxes with a shorter side below this many pixels are marked difficult
+
+_OURS = {"Annotations", "ImageSets", "JPEGImages", CLASSES_NAME}
+
+
+def _xml(year: str, image_id: str, width: int, height: int, objects: list[dict[str, Any]]) -> str:
+    """One annotation file, laid out like the official VOC2007 ones (fixed text: deterministic bytes)."""
+    lines = [
+        "<annotation>",
+        f"\t<folder>VOC{escape(year)}</folder>",
+        f"\t<filename>{image_id}.jpg</filename>",
+        "\t<source>",
+        "\t\t<database>Synthetic shapes (framework.data.datasets.shapes)</database>",
+        "\t</source>",
+        "\t<size>",
+        f"\t\t<width>{width}</width>",
+        f"\t\t<height>{height}</height>",
+        "\t\t<depth>3</depth>",
+        "\t</size>",
+        "\t<segmented>0</segmented>",
+    ]
+    for o in objects:
+        lines += [
+            "\t<object>",
+            f"\t\t<name>{escape(o['name'])}</name>",
+            "\t\t<pose>Unspecified</pose>",
+            f"\t\t<truncated>{o['truncated']}</truncated>",
+            f"\t\t<difficult>{o['difficult']}</difficult>",
+            "\t\t<bndbox>",
+            f"\t\t\t<xmin>{o['xmin']}</xmin>",
+            f"\t\t\t<ymin>{o['ymin']}</ymin>",
+            f"\t\t\t<xmax>{o['xmax']}</xmax>",
+            f"\t\t\t<ymax>{o['ymax']}</ymax>",
+            "\t\t</bndbox>",
+            "\t</object>",
+        ]
+    lines.append("</annotation>")
+    return "\n".join(lines) + "\n"
+
+
+def _voc_object(ann: dict[str, Any], width: int, height: int) -> dict[str, Any]:
+    """A COCO-style shapes annotation (integer XYWH box of the painted pixels) as VOC object fields."""
+    x, y, w, h = (int(round(v)) for v in ann["bbox"])
+    return {
+        "name": SHAPES_CLASSES[int(ann["category_id"]) - 1],
+        "xmin": x + 1,
+        "ymin": y + 1,
+        "xmax": x + w,
+        "ymax": y + h,
+        "difficult": int(min(w, h) < DIFFICULT_SIDE),
+        "truncated": int(x <= 0 or y <= 0 or x + w >= width or y + h >= height),
+    }
+
+
+def _looks_like_ours(year_dir: Path) -> bool:
+    """Only a year folder we could have written may be replaced (it has our classes.txt); never a real VOC copy."""
+    names = {p.name for p in year_dir.iterdir()}
+    return CLASSES_NAME in names and names <= _OURS
+
+
+
+def write_shapes_voc(
+    root: str | Path,
+    num_train: int = 2000,
+    num_val: int = 300,
+    seed: int = 0,
+    year: str = "2007",
+    **render_kwargs: Any,
+) -> Path:
+    """Write the shapes dataset as ``root/VOC<year>/…`` (see the module docstring) and return ``root``.
+
+    ``render_kwargs`` go to :func:`~framework.data.datasets.shapes.render_shapes` (``min_side``, ``max_side``,
+    ``max_objects``, ``image_size``); with the same arguments the pictures equal those of
+    :func:`~framework.data.datasets.shapes.generate_shapes`. Deterministic: same arguments, same bytes. The year
+    folder is written into a temporary sibling and moved into place, so an interrupted run leaves no half dataset;
+    an existing shapes year folder is replaced, other year folders in ``root`` are left alone.
+    """
+    root = Path(root).expanduser().absolute()
+    year = str(year)
+    if num_train < 0 or num_val < 0:
+        raise ValueError("num_train and num_val must be >= 0")
+    if num_train + num_val > 999_999:
+        raise ValueError("at most 999999 images: ids are 6 digits")
+    unknown = set(render_kwargs) - {"min_side", "max_side", "max_objects", "image_size"}
+    if unknown:
+        raise TypeError(f"write_shapes_voc() got unexpected keyword argument(s) {sorted(unknown)}")
+    image_size = check_render_args(**render_kwargs)
+    if image_size is not None:
+        render_kwargs["image_size"] = image_size
+
+    year_dir = root / f"VOC{year}"
+    if year_dir.exists() and not (year_dir.is_dir() and _looks_like_ours(year_dir)):
+        raise FileExistsError(
+            f"{year_dir} exists and does not look like a shapes VOC folder (no {CLASSES_NAME}, or other entries "
+            f"than {sorted(_OURS)}); refusing to overwrite it"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{year_dir.name}.tmp-{os.getpid()}"
+    old = root / f".{year_dir.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ann_dir, img_dir, set_dir = tmp / "Annotations", tmp / "JPEGImages", tmp / "ImageSets" / "Main"
+        for d in (ann_dir, img_dir, set_dir):
+            d.mkdir(parents=True)
+        splits: dict[str, list[str]] = {}
+        next_id = 1
+        for split, count in (("train", num_train), ("val", num_val)):
+            ids: list[str] = []
+            for img, anns in render_shapes(count, split_rng(seed, split), **render_kwargs):
+                image_id = f"{next_id:06d}"
+                next_id += 1
+                # Same save arguments as the COCO layout: same pixels, same bytes.
+                img.save(img_dir / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0, optimize=False)
+                objects = [_voc_object(a, img.width, img.height) for a in anns]
+                (ann_dir / f"{image_id}.xml").write_text(
+                    _xml(year, image_id, img.width, img.height, objects), encoding="utf-8"
+                )
+                ids.append(image_id)
+            splits[split] = ids
+        sets = {"train": splits["train"], "val": splits["val"], "trainval": splits["train"] + splits["val"],
+                "test": splits["val"]}
+        for name, ids in sets.items():
+            (set_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        (tmp / CLASSES_NAME).write_text("".join(f"{c}\n" for c in SHAPES_CLASSES), encoding="utf-8")
+        if year_dir.exists():
+            os.replace(year_dir, old)
+        os.replace(tmp, year_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return root

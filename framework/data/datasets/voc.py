@@ -1,0 +1,471 @@
+"""Pascal VOC detection dataset (and any folder in VOC layout).
+
+Reads ``<root>/VOC<year>/ImageSets/Main/<image_set>.txt``, the XML files in ``Annotations/`` and the JPEGs in
+``JPEGImages/`` of one or more years (``years=["2007", "2012"]`` for the usual "07+12" training set) and yields
+samples in the framework's contract, the same as :class:`~framework.data.datasets.coco.CocoDetection`: a uint8 CHW
+``tv_tensors.Image`` and a target dict with XYXY ``boxes``, contiguous ``labels`` ``0..K-1``, an int ``image_id``
+and ``orig_size``, plus per-box ``difficult`` and ``truncated`` flags.
+
+Pixel convention. VOC boxes are 1-based, inclusive pixel indices: ``xmin=1, xmax=10`` is the first ten pixel
+columns. The framework's boxes are continuous coordinates in which pixel ``i`` (0-based) covers ``[i, i+1)``, so
+the same ten columns are ``x0=0, x1=10``::
+
+    x0 = xmin - 1,  y0 = ymin - 1,  x1 = xmax,  y1 = ymax
+
+With this conversion ``(x1 - x0) * (y1 - y0)`` equals the legacy devkit's ``(xmax - xmin + 1) * (ymax - ymin + 1)``
+and the intersection ``min(x1) - max(x0)`` equals its ``min(xmax) - max(xmin) + 1``, so areas and IoUs computed
+on our boxes without any "+1" are exactly the official VOC ones (mmdetection gets the same numbers by subtracting
+1 from all four coordinates and adding the 1 back in its "legacy" IoU). Detections therefore need no conversion
+before VOC evaluation, and a box covering the whole image is ``[0, 0, W, H]`` as everywhere else.
+
+Difficult objects. The devkit neither rewards nor penalises detections of objects marked ``<difficult>1``; they
+are left out of the training targets unless ``keep_difficult=True``. :meth:`VOCDetection.get_annotation`, the
+ground truth of the VOC evaluator, always includes them with their flag.
+
+Annotations are parsed once, at construction, into a few flat numpy arrays (not a dict per object): the dataset
+is copied into every loader worker, and flat arrays stay small and are not touched by reference counting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from framework.data.datasets.coco import DatasetNotFoundError, detection_sample
+
+__all__ = ["VOC_CLASSES", "VOCDetection", "read_classes_file"]
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+CLASSES_FILE = "classes.txt"  # optional, in a year folder: one class name per line (custom VOC-format datasets)
+
+
+def _layout_hint(root: Path, years: Sequence[str], image_set: str) -> str:
+    """The expected folder tree and the override that points the config at it."""
+    lines = ["Expected layout:", f"  {root}/"]
+    for i, year in enumerate(years):
+        last = i == len(years) - 1
+        lines.append("  " + ("└── " if last else "├── ") + f"VOC{year}/")
+        ind = "  " + ("    " if last else "│   ")
+        lines += [
+            ind + "├── Annotations/",
+            ind + "│   └── <id>.xml …",
+            ind + "├── ImageSets/",
+            ind + "│   └── Main/",
+            ind + f"│       └── {image_set}.txt   (one image id per line)",
+            ind + "└── JPEGImages/",
+            ind + "    └── <id>.jpg …",
+        ]
+    lines.append(
+        "Point the config at your copy with `dataset.root=/path/to/VOCdevkit` "
+        "(the folder that holds the VOC<year>/ folders)."
+    )
+    return "\n".join(lines)
+
+
+def _misplaced_root_hint(root: Path, year: str) -> str:
+    """Catch the two usual mistakes: root one level too high (the tarball's parent) or too low (VOC2007 itself)."""
+    if (root / "VOCdevkit" / f"VOC{year}").is_dir():
+        return f" It contains VOCdevkit/VOC{year}: did you mean `dataset.root={root / 'VOCdevkit'}`?"
+    if (root / "Annotations").is_dir() or (root.name.startswith("VOC") and root.name != "VOCdevkit"):
+        return f" {root} looks like a year folder itself: did you mean `dataset.root={root.parent}`?"
+    return ""
+
+
+def read_classes_file(path: str | Path) -> list[str]:
+    """Class names from a ``classes.txt``: one per line, blank lines and ``#`` comments skipped."""
+    names = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    if not names:
+        raise ValueError(f"{path} lists no class names")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{path} lists class name(s) {dup} more than once")
+    return names
+
+
+def _read_image_set(path: Path) -> list[str]:
+    """Image ids of an image-set file; the first token of each line (class-specific files add a ±1 column)."""
+    ids: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if parts:
+            ids.append(parts[0])
+    return ids
+
+
+class _Parsed:
+    """One annotation file, as arrays (boxes already in the framework's continuous XYXY)."""
+
+    __slots__ = ("height", "width", "boxes", "labels", "difficult", "truncated")
+
+    def __init__(self, height: int, width: int, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray,
+                 truncated: np.ndarray) -> None:
+        self.height, self.width = height, width
+        self.boxes, self.labels, self.difficult, self.truncated = boxes, labels, difficult, truncated
+
+
+def _text(elem: ET.Element, tag: str) -> str | None:
+    child = elem.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        return None
+    return child.text.strip()
+
+
+def _flag(obj: ET.Element, tag: str, where: str) -> bool:
+    """An optional 0/1 element (VOC2012 leaves <difficult> out of some objects: absent means 0)."""
+    text = _text(obj, tag)
+    if text is None:
+        return False
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1") from None
+    if value not in (0, 1):
+        raise ValueError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1")
+    return bool(value)
+
+
+def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
+    """Parse one VOC XML file; every error names the file and the element at fault."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        line, col = e.position
+        msg = str(e).split(":", 1)[0]  # "mismatched tag: line 3, column 2" → "mismatched tag"
+        raise ValueError(f"Could not parse VOC annotation file {path}: {msg} at line {line}, column {col}") from e
+    if root.tag != "annotation":
+        raise ValueError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+
+    height = width = 0
+    size = root.find("size")
+    if size is not None:
+        for tag in ("width", "height"):
+            text = _text(size, tag)
+            if text is None:
+                continue
+            try:
+                value = int(float(text))
+            except ValueError:
+                raise ValueError(f"{path}: <size>/<{tag}> is {text!r}, expected a number") from None
+            if tag == "width":
+                width = value
+            else:
+                height = value
+
+    boxes: list[tuple[float, float, float, float]] = []
+    labels: list[int] = []
+    difficult: list[bool] = []
+    truncated: list[bool] = []
+    for k, obj in enumerate(root.iter("object"), start=1):
+        where = f"{path}: object {k}"
+        name = _text(obj, "name")
+        if name is None:
+            raise ValueError(f"{where} has no <name>")
+        if name not in class_to_label:
+            close = difflib.get_close_matches(name, list(class_to_label), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known classes: {', '.join(class_to_label)})"
+            raise ValueError(f"{where} has unknown class '{name}'{hint}")
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise ValueError(f"{where} has no <bndbox>")
+        coords = []
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            text = _text(bnd, tag)
+            if text is None:
+                raise ValueError(f"{where} has no <bndbox>/<{tag}>")
+            try:
+                coords.append(float(text))
+            except ValueError:
+                raise ValueError(f"{where} has <bndbox>/<{tag}>{text}</{tag}>, expected a number") from None
+        xmin, ymin, xmax, ymax = coords
+        if xmax < xmin or ymax < ymin:  # equal is fine: a one-pixel-wide box in the inclusive convention
+            raise ValueError(
+                f"{where} ('{name}') has an inverted box: xmin={_num(xmin)} xmax={_num(xmax)} "
+                f"ymin={_num(ymin)} ymax={_num(ymax)}"
+            )
+        boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))
+        labels.append(class_to_label[name])
+        difficult.append(_flag(obj, "difficult", where))
+        truncated.append(_flag(obj, "truncated", where))
+    return _Parsed(
+        height,
+        width,
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(difficult, dtype=bool),
+        np.asarray(truncated, dtype=bool),
+    )
+
+
+def _num(v: float) -> str:
+    """A coordinate as written in the file (no '.0' on integers)."""
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header, for XML files whose <size> is missing or zero (some labelling tools)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist (and its annotation has no usable <size>)")
+    with Image.open(path) as img:
+        return int(img.height), int(img.width)
+
+
+class VOCDetection(torch.utils.data.Dataset):
+    """Detection samples from a VOCdevkit folder (one or more years concatenated).
+
+    Args:
+        root: the ``VOCdevkit`` folder, which holds ``VOC2007/``, ``VOC2012/``, ….
+        years: the year folders to read, in order (``["2007", "2012"]`` for 07+12).
+        image_set: ``train`` | ``val`` | ``trainval`` | ``test`` (any ``ImageSets/Main/<name>.txt``).
+        transforms: applied to ``(image, target)``.
+        classes: class names, index = label. ``None``: the ``classes.txt`` of the year folders if they have one
+            (custom VOC-format datasets, e.g. the shapes VOC layout), else the 20 VOC classes.
+        filter_empty: leave out images with no training box (after ``keep_difficult``).
+        keep_difficult: keep objects marked difficult in the training targets (flagged in ``difficult``).
+
+    ``image_id`` is the image's 1-based position in the concatenated image-set lists, stable under
+    ``filter_empty``; ``ids[index]`` is the VOC string id (``"000005"``, ``"2008_000002"``).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        years: Sequence[str] | str = ("2007",),
+        image_set: str = "trainval",
+        transforms: Callable | None = None,
+        classes: Sequence[str] | None = None,
+        filter_empty: bool = False,
+        keep_difficult: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        years = [years] if isinstance(years, (str, int)) else list(years)
+        self.years: list[str] = [str(y) for y in years]
+        if not self.years:
+            raise ValueError("years must name at least one year folder, e.g. ['2007']")
+        self.image_set = image_set
+        self.transforms = transforms
+        self.keep_difficult = keep_difficult
+        hint = _layout_hint(self.root, self.years, image_set)
+
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"Dataset root {self.root} does not exist.\n{hint}")
+        set_files: list[Path] = []
+        for year in self.years:
+            year_dir = self.root / f"VOC{year}"
+            if not year_dir.is_dir():
+                raise DatasetNotFoundError(
+                    f"Year folder {year_dir} does not exist.{_misplaced_root_hint(self.root, year)}\n{hint}"
+                )
+            for sub in ("Annotations", "JPEGImages"):
+                if not (year_dir / sub).is_dir():
+                    raise DatasetNotFoundError(f"Folder {year_dir / sub} does not exist.\n{hint}")
+            set_file = year_dir / "ImageSets" / "Main" / f"{image_set}.txt"
+            if not set_file.is_file():
+                main = year_dir / "ImageSets" / "Main"
+                have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+                avail = f" Image sets there: {', '.join(have)}." if have else ""
+                raise DatasetNotFoundError(f"Image set file {set_file} does not exist.{avail}\n{hint}")
+            set_files.append(set_file)
+
+        self.classes: list[str] = self._resolve_classes(classes)
+        self.num_classes: int = len(self.classes)
+        self.cat_ids: list[int] = list(range(1, self.num_classes + 1))
+        self.label_to_cat_id: list[int] = list(self.cat_ids)
+        self.cat_id_to_label: dict[int, int] = {c: c - 1 for c in self.cat_ids}
+        class_to_label = {name: i for i, name in enumerate(self.classes)}
+
+        ids: list[str] = []
+        year_of: list[int] = []
+        sizes: list[tuple[int, int]] = []
+        counts: list[int] = []
+        parts: list[_Parsed] = []
+        for y, (year, set_file) in enumerate(zip(self.years, set_files)):
+            ann_dir = self.root / f"VOC{year}" / "Annotations"
+            for img_id in _read_image_set(set_file):
+                xml = ann_dir / f"{img_id}.xml"
+                if not xml.is_file():
+                    raise DatasetNotFoundError(f"Annotation file {xml} (listed in {set_file}) does not exist.")
+                p = _parse_annotation(xml, class_to_label)
+                h, w = p.height, p.width
+                if h <= 0 or w <= 0:
+                    h, w = _header_size(self.root / f"VOC{year}" / "JPEGImages" / f"{img_id}.jpg")
+                ids.append(img_id)
+                year_of.append(y)
+                sizes.append((h, w))
+                counts.append(len(p.labels))
+                parts.append(p)
+
+        image_ids = np.arange(1, len(ids) + 1, dtype=np.int64)
+        keep = np.ones(len(ids), dtype=bool)
+        if filter_empty:
+            for i, p in enumerate(parts):
+                usable = self._usable(p.boxes, p.difficult, sizes[i])
+                keep[i] = bool(usable.any())
+        idx = np.flatnonzero(keep)
+
+        self.ids: list[str] = [ids[i] for i in idx]
+        self._image_ids = image_ids[idx]
+        self._year_of = np.asarray(year_of, dtype=np.int16)[idx]
+        self._sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)[idx]  # (H, W)
+        kept = [parts[i] for i in idx]
+        self._offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+        np.cumsum([len(p.labels) for p in kept], out=self._offsets[1:])
+        self._boxes = np.concatenate([p.boxes for p in kept]) if kept else np.zeros((0, 4), np.float32)
+        self._labels = np.concatenate([p.labels for p in kept]) if kept else np.zeros(0, np.int64)
+        self._difficult = np.concatenate([p.difficult for p in kept]) if kept else np.zeros(0, bool)
+        self._truncated = np.concatenate([p.truncated for p in kept]) if kept else np.zeros(0, bool)
+        self._coco: COCO | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _resolve_classes(self, classes: Sequence[str] | None) -> list[str]:
+        if classes is not None:
+            names = [str(c) for c in classes]
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"classes must be a non-empty list of distinct names, got {names}")
+            return names
+        files = {y: self.root / f"VOC{y}" / CLASSES_FILE for y in self.years}
+        found = {y: read_classes_file(f) for y, f in files.items() if f.is_file()}
+        if not found:
+            return list(VOC_CLASSES)
+        if len(found) != len(self.years) or len({tuple(v) for v in found.values()}) > 1:
+            listing = "; ".join(f"VOC{y}: {found[y] if y in found else 'no classes.txt (the 20 VOC classes)'}"
+                                for y in self.years)
+            raise ValueError(f"The year folders disagree on the class list ({listing}). Make their {CLASSES_FILE} "
+                             "files equal, or pass classes=[…] explicitly.")
+        return next(iter(found.values()))
+
+    def _usable(self, boxes: np.ndarray, difficult: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Mask of the boxes that become training targets on an image of ``size`` (H, W)."""
+        h, w = size
+        x0, y0 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 1], 0, h)
+        x1, y1 = np.clip(boxes[:, 2], 0, w), np.clip(boxes[:, 3], 0, h)
+        ok = (x1 > x0) & (y1 > y0)
+        return ok if self.keep_difficult else ok & ~difficult
+
+    # ------------------------------------------------------------------ metadata
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_id(self, index: int) -> int:
+        return int(self._image_ids[index])
+
+    def _rel_path(self, index: int) -> str:
+        return f"VOC{self.years[self._year_of[index]]}/JPEGImages/{self.ids[index]}.jpg"
+
+    def get_image_info(self, index: int) -> dict[str, Any]:
+        """Image record (id, file_name relative to root, height, width) from the XML ``<size>``: no decoding."""
+        h, w = self._sizes[index]
+        return {"id": self.image_id(index), "file_name": self._rel_path(index), "height": int(h), "width": int(w)}
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        """Ground truth of one image for evaluation, difficult objects included (flagged), boxes unclipped.
+
+        ``{"image_id": int, "boxes": float32 (N, 4) XYXY, "labels": int64 (N,), "difficult": bool (N,),
+        "truncated": bool (N,)}``.
+        """
+        s = slice(self._offsets[index], self._offsets[index + 1])
+        return {
+            "image_id": self.image_id(index),
+            "boxes": self._boxes[s].copy(),
+            "labels": self._labels[s].copy(),
+            "difficult": self._difficult[s].copy(),
+            "truncated": self._truncated[s].copy(),
+        }
+
+    @property
+    def coco(self) -> COCO:
+        """The ground truth as an in-memory pycocotools ``COCO`` object, so the COCO evaluator also runs on VOC.
+
+        Category ids are ``1..K`` (``label_to_cat_id``), image ids are ``image_id``. Difficult objects are marked
+        ``iscrowd=1``: pycocotools derives "ignore" from ``iscrowd`` for bbox evaluation, so this is the only way to
+        make them neither hits nor misses. It is an approximation of VOC's rule (a crowd region is matched by
+        intersection over the *detection's* area, and may absorb several detections), used only when COCO metrics
+        are asked for on VOC data; the VOC metrics use :meth:`get_annotation`. Built on first use, since training
+        workers never need it.
+        """
+        if self._coco is None:
+            images, anns = [], []
+            for i in range(len(self)):
+                info = self.get_image_info(i)
+                images.append(info)
+                s = slice(self._offsets[i], self._offsets[i + 1])
+                for box, label, diff in zip(self._boxes[s].tolist(), self._labels[s].tolist(),
+                                            self._difficult[s].tolist()):
+                    x0, y0, x1, y1 = box
+                    anns.append({
+                        "id": len(anns) + 1,
+                        "image_id": info["id"],
+                        "category_id": int(label) + 1,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": (x1 - x0) * (y1 - y0),
+                        "iscrowd": int(diff),
+                    })
+            data = {
+                "images": images,
+                "annotations": anns,
+                "categories": [
+                    {"id": c, "name": n, "supercategory": "voc"} for c, n in zip(self.cat_ids, self.classes)
+                ],
+            }
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco = COCO()
+                coco.dataset = data
+                coco.createIndex()
+            self._coco = coco
+        return self._coco
+
+    # ------------------------------------------------------------------ samples
+
+    def _image_path(self, index: int) -> Path:
+        return self.root / self._rel_path(index)
+
+    def _load_image(self, index: int) -> torch.Tensor:
+        path = self._image_path(index)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file {path} (id {self.ids[index]}) does not exist")
+        try:
+            return decode_image(str(path), mode=ImageReadMode.RGB)
+        except Exception as e:  # torchvision raises RuntimeError/ValueError variously
+            raise RuntimeError(f"Could not decode image {path} (id {self.ids[index]}): {e}") from e
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        data = self._load_image(index)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = slice(self._offsets[index], self._offsets[index + 1])
+        boxes = self._boxes[s]
+        # Clip to the decoded size (what the boxes are drawn on from now on), drop degenerate and difficult ones.
+        keep = self._usable(boxes, self._difficult[s], (h, w))
+        boxes = boxes[keep].copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        # `difficult`/`truncated` stay out of the training target: transforms that drop or add boxes (crops,
+        # Mosaic, SanitizeBoundingBoxes) keep only boxes and labels aligned. Evaluation reads the flags through
+        # get_annotation / coco.
+        return detection_sample(data, boxes, self._labels[s][keep], self.image_id(index), self.transforms)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, years={self.years}, image_set={self.image_set!r}, "
+            f"images={len(self)}, classes={self.num_classes})"
+        )
