@@ -24,10 +24,19 @@ def run_dir_of(checkpoint: str) -> str:
     return str(parent.parent if parent.name == "checkpoints" else parent)
 
 
+def with_new_settings(saved: DictConfig) -> DictConfig:
+    """Fill in the settings added to the schema since the checkpoint was written (e.g. `dataset.metric`,
+    `evaluation`), with their defaults, so older checkpoints still evaluate. Components are left as saved."""
+    from framework.config.schema import TrainConfig
+
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=False))  # untyped again, as it was saved
+
+
 def merge_saved_config(saved: dict[str, Any], composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = OmegaConf.create(saved)
+    cfg = with_new_settings(OmegaConf.create(saved))
     for o in OverridesParser.create().parse_overrides(list(overrides)):
         key = o.key_or_group
         if key.startswith("hydra") or key in _OWN_KEYS:
