@@ -5,7 +5,6 @@ lives in the model and its head; everything that varies between runs lives in th
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from framework.config.validation import ConfigError
 from framework.data.loader import Batch, build_dataloader
 from framework.data.pipeline_dataset import PipelineDataset
 from framework.engine.checkpoint import save_checkpoint
+from framework.engine.schedulers import build_scheduler
 from framework.engine.logging import MetricsWriter, log_to_files
 from framework.evaluation.build import build_evaluator, ground_truth
 from framework.evaluation.coco import format_metrics_table
@@ -133,10 +133,7 @@ class Runner:
             train_loader = build_dataloader(train_set, data.batch_size, data.num_workers, shuffle=True, seed=cfg.seed,
                                             drop_last=True, group_by_aspect_ratio=data.group_by_aspect_ratio)
             optimizer = instantiate(cfg.optimizer)([p for p in model.parameters() if p.requires_grad])
-            make_scheduler = instantiate(cfg.scheduler)
-            sched_args = inspect.signature(make_scheduler).parameters
-            scheduler = make_scheduler(optimizer, **({"iters_per_epoch": len(train_loader)}
-                                                     if "iters_per_epoch" in sched_args else {}))
+            scheduler = build_scheduler(instantiate(cfg.scheduler), optimizer, len(train_loader))
             kwargs = dict(train_loader=train_loader, optimizer=optimizer, scheduler=scheduler)
         t = cfg.trainer
         return cls(

@@ -12,6 +12,7 @@ from framework.config import CONFIG_DIR
 from framework.config.cli import check_overrides
 from framework.config.validation import group_options
 from framework.data.pipeline_dataset import PipelineDataset
+from framework.engine.schedulers import build_scheduler
 from framework.models import Detector
 
 
@@ -79,7 +80,7 @@ def test_option_composes_and_instantiates(group, option, shapes_root, request):
     if top in ("optimizer", "scheduler"):
         params = [torch.nn.Parameter(torch.zeros(2))]
         opt = instantiate(cfg.optimizer)(params)
-        sched = instantiate(cfg.scheduler)(opt, iters_per_epoch=10)
+        sched = build_scheduler(instantiate(cfg.scheduler), opt, iters_per_epoch=10)
         opt.step()
         sched.step()
     if top == "trainer":
