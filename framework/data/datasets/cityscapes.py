@@ -30,8 +30,6 @@ in this layout (see :mod:`framework.data.datasets.shapes_cityscapes`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,9 +40,8 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
-from framework.data.datasets.coco import DatasetNotFoundError, detection_sample
+from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -378,11 +375,7 @@ class CityscapesDetection(torch.utils.data.Dataset):
                 "categories": [{"id": c, "name": n, "supercategory": _SUPERCATEGORY.get(n, "vehicle")}
                                for c, n in zip(self.cat_ids, self.classes)],
             }
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco = COCO()
-                coco.dataset = data
-                coco.createIndex()
-            self._coco = coco
+            self._coco = coco_index(data)
         return self._coco
 
     def __getstate__(self) -> dict[str, Any]:
@@ -393,13 +386,7 @@ class CityscapesDetection(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ samples
 
     def _load_image(self, pos: int) -> torch.Tensor:
-        path = self.img_dir / self._files[pos]
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file {path} (image_id={pos + 1}) does not exist")
-        try:
-            return decode_image(str(path), mode=ImageReadMode.RGB)
-        except Exception as e:  # torchvision raises RuntimeError/ValueError variously
-            raise RuntimeError(f"Could not decode image {path} (image_id={pos + 1}): {e}") from e
+        return decode_rgb(self.img_dir / self._files[pos], f"image_id={pos + 1}")
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         pos = self._pos(index)

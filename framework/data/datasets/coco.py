@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["CocoDetection", "DatasetNotFoundError", "detection_sample"]
+__all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -95,6 +95,25 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def coco_index(data: dict[str, Any]) -> COCO:
+    """A pycocotools index over an annotation dict (a file's, or one a loader builds), without its prints."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
+def decode_rgb(path: Path, what: str) -> torch.Tensor:
+    """An image file as uint8 RGB CHW; a missing or undecodable file is reported with its path and `what` (its id)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} ({what}) does not exist")
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except Exception as e:  # torchvision raises RuntimeError/ValueError variously
+        raise RuntimeError(f"Could not decode image {path} ({what}): {e}") from e
+
+
 def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
                      transforms: Callable | None) -> tuple[tv_tensors.Image, dict[str, Any]]:
     """The sample contract every dataset yields: a uint8 CHW image and its XYXY boxes (already clipped to the
@@ -147,11 +166,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.img_dir: Path = img_path
         self.transforms = transforms
 
-        data = _load_json(ann_path)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO()
-            coco.dataset = data
-            coco.createIndex()
+        coco = coco_index(_load_json(ann_path))
         self.coco: COCO = coco
 
         self.cat_ids: list[int] = sorted(int(c) for c in coco.getCatIds())
@@ -211,13 +226,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return boxes, labels
 
     def _load_image(self, img_id: int) -> torch.Tensor:
-        path = self._image_path(img_id)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file {path} (image_id={img_id}) does not exist")
-        try:
-            return decode_image(str(path), mode=ImageReadMode.RGB)
-        except Exception as e:  # torchvision raises RuntimeError/ValueError variously
-            raise RuntimeError(f"Could not decode image {path} (image_id={img_id}): {e}") from e
+        return decode_rgb(self._image_path(img_id), f"image_id={img_id}")
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         img_id = self.ids[index]

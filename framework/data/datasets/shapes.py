@@ -14,6 +14,7 @@ Layout written by :func:`generate_shapes`::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from framework.data.datasets.coco import CocoDetection
 
-__all__ = ["SHAPES_CLASSES", "ShapesDataset", "generate_shapes", "render_shapes", "split_rng"]
+__all__ = ["SHAPES_CLASSES", "ShapesDataset", "atomic_dir", "generate_shapes", "render_shapes", "split_rng"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -328,6 +329,27 @@ def _write_split(
         f.write("\n")
 
 
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `target` to write into; on success it replaces `target` in one rename.
+
+    An interrupted run never leaves a half-written dataset that later runs would mistake for a complete one,
+    and the previous folder is only removed once the new one is in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _looks_like_shapes(root: Path) -> bool:
     """Only folders we could have written may be replaced; never delete user data."""
     return root.is_dir() and all(p.name in {"annotations", "images"} for p in root.iterdir())
@@ -380,22 +402,12 @@ def generate_shapes(
     }
     if image_size is not None:  # only when set: default outputs stay byte-identical
         info["generator"]["image_size"] = list(image_size)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(root) as tmp:
         counts = {"train": num_train, "val": num_val}
         for split in _SPLITS:
             # Independent, derived streams: changing num_train does not change val.
             _write_split(tmp, split, counts[split], split_rng(seed, split), info, min_side, max_side, max_objects,
                          image_size)
-        if root.exists():
-            os.replace(root, old)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return root
 
 

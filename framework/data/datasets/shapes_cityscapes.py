@@ -45,8 +45,6 @@ can differ from its painted disc by about a pixel along the rim.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +57,7 @@ from framework.data.datasets.cityscapes import (
     LEFT_SUFFIX,
     POLYGONS_SUFFIX,
 )
-from framework.data.datasets.shapes import SHAPES_CLASSES, check_render_args, render_shapes, split_rng
+from framework.data.datasets.shapes import SHAPES_CLASSES, atomic_dir, check_render_args, render_shapes, split_rng
 
 __all__ = ["CITIES", "GROUP_EVERY", "MARKER", "SHAPE_TO_CITYSCAPES", "cityscapes_objects", "write_shapes_cityscapes"]
 
@@ -160,11 +158,7 @@ def write_shapes_cityscapes(
             f"{sorted(_OURS)}); refusing to overwrite it"
         )
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(root) as tmp:
         for split, count in (("train", num_train), ("val", num_val)):
             city = CITIES[split]
             img_dir = tmp / "leftImg8bit" / split / city
@@ -190,10 +184,4 @@ def write_shapes_cityscapes(
             "cities": CITIES,
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        if root.exists():
-            os.replace(root, old)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return root

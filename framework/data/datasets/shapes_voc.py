@@ -32,13 +32,11 @@ Annotation rules, chosen so the VOC-specific flags are exercised (they have no c
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from framework.data.datasets.shapes import SHAPES_CLASSES, check_render_args, render_shapes, split_rng
+from framework.data.datasets.shapes import SHAPES_CLASSES, atomic_dir, check_render_args, render_shapes, split_rng
 from framework.data.datasets.voc import CLASSES_FILE as CLASSES_NAME
 
 __all__ = ["DIFFICULT_SIDE", "write_shapes_voc"]
@@ -139,11 +137,7 @@ def write_shapes_voc(
             f"{year_dir} exists and does not look like a shapes VOC folder (no {CLASSES_NAME}, or other entries "
             f"than {sorted(_OURS)}); refusing to overwrite it"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{year_dir.name}.tmp-{os.getpid()}"
-    old = root / f".{year_dir.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(year_dir) as tmp:
         ann_dir, img_dir, set_dir = tmp / "Annotations", tmp / "JPEGImages", tmp / "ImageSets" / "Main"
         for d in (ann_dir, img_dir, set_dir):
             d.mkdir(parents=True)
@@ -167,10 +161,4 @@ def write_shapes_voc(
         for name, ids in sets.items():
             (set_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         (tmp / CLASSES_NAME).write_text("".join(f"{c}\n" for c in SHAPES_CLASSES), encoding="utf-8")
-        if year_dir.exists():
-            os.replace(year_dir, old)
-        os.replace(tmp, year_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return root

@@ -28,9 +28,7 @@ is copied into every loader worker, and flat arrays stay small and are not touch
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,9 +37,8 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
-from framework.data.datasets.coco import DatasetNotFoundError, detection_sample
+from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "read_classes_file"]
 
@@ -428,11 +425,7 @@ class VOCDetection(torch.utils.data.Dataset):
                     {"id": c, "name": n, "supercategory": "voc"} for c, n in zip(self.cat_ids, self.classes)
                 ],
             }
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco = COCO()
-                coco.dataset = data
-                coco.createIndex()
-            self._coco = coco
+            self._coco = coco_index(data)
         return self._coco
 
     # ------------------------------------------------------------------ samples
@@ -441,13 +434,7 @@ class VOCDetection(torch.utils.data.Dataset):
         return self.root / self._rel_path(index)
 
     def _load_image(self, index: int) -> torch.Tensor:
-        path = self._image_path(index)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file {path} (id {self.ids[index]}) does not exist")
-        try:
-            return decode_image(str(path), mode=ImageReadMode.RGB)
-        except Exception as e:  # torchvision raises RuntimeError/ValueError variously
-            raise RuntimeError(f"Could not decode image {path} (id {self.ids[index]}): {e}") from e
+        return decode_rgb(self._image_path(index), f"id {self.ids[index]}")
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         data = self._load_image(index)
