@@ -62,7 +62,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ epoch state
     def set_epoch(self, epoch: int, max_epochs: int | None = None) -> None:
-        """Called per sample in the workers (cheap) and per epoch in the main process (for the log)."""
+        """Called per sample in the workers and per epoch in the main process (for the log); a no-op unless the
+        epoch changed, so the per-sample call costs one comparison."""
+        if (epoch, max_epochs) == (self.epoch, self.max_epochs):
+            return
         self.epoch, self.max_epochs = epoch, max_epochs
         self.mixing = not (self.close_mosaic_epochs and max_epochs is not None
                            and epoch >= max_epochs - self.close_mosaic_epochs)
