@@ -14,57 +14,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import ImageDraw, ImageFont
 from torchvision.io import write_png
-from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 from framework.config.cli import hydra_cli
 from framework.config.validation import ConfigError
 from framework.data.pipeline_dataset import PipelineDataset
-from framework.data.transforms import Normalize
-from framework.data.transforms.pipeline import iter_transforms
+from framework.visualization import PALETTE, draw, find_normalize, to_uint8  # noqa: F401 (PALETTE, re-exported)
 
-PALETTE = [(255, 56, 56), (50, 205, 50), (0, 149, 255), (255, 178, 29), (207, 56, 255), (0, 230, 230),
-           (255, 112, 180), (170, 255, 0), (255, 255, 255), (140, 100, 255)]  # colour of class k: PALETTE[k % 10]
 PAD = 2  # make_grid padding between tiles, pixels
-
-
-def find_normalize(pipeline: Any) -> Optional[Normalize]:
-    steps = getattr(pipeline, "transforms", None) or []
-    return next((t for t in iter_transforms(steps) if isinstance(t, Normalize)), None)
-
-
-def to_uint8(image: torch.Tensor, norm: Optional[Normalize]) -> torch.Tensor:
-    """Undo `norm` (if any) and return a uint8 CHW image."""
-    image = image.as_subclass(torch.Tensor)
-    if norm is not None:
-        image = image * torch.tensor(norm.std).view(-1, 1, 1) + torch.tensor(norm.mean).view(-1, 1, 1)
-    elif image.dtype == torch.uint8:
-        return image
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def draw(image: torch.Tensor, target: dict[str, Any], classes: list[str]) -> torch.Tensor:
-    """Boxes, and class names on a tag *above* each box (inside, torchvision's place, they hide small objects)."""
-    pil = to_pil_image(image)
-    pen, font = ImageDraw.Draw(pil), ImageFont.load_default()
-    for (x0, y0, x1, y1), k in zip(target["boxes"].tolist(), target["labels"].tolist()):
-        colour, name = PALETTE[k % len(PALETTE)], classes[k]
-        pen.rectangle((x0, y0, x1, y1), outline=colour, width=2)
-        left, top, right, bottom = pen.textbbox((0, 0), name, font=font)
-        th = bottom - top + 2
-        ty = y0 - th if y0 >= th else y0  # above the box, or inside it at the image's top edge
-        pen.rectangle((x0, ty, x0 + right - left + 2, ty + th), fill=colour)
-        pen.text((x0 + 1 - left, ty + 1 - top), name, fill=(0, 0, 0), font=font)
-    return pil_to_tensor(pil)
 
 
 @hydra_cli("browse")

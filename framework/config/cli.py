@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
+import time
 from typing import Any, Callable
 
 from omegaconf import DictConfig
@@ -174,6 +176,32 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     return first
 
 
+def agree_on_run_dir(config_name: str, argv: list[str]) -> list[str]:
+    """Under torchrun, make every rank use rank 0's run folder, and only rank 0 write Hydra's files and logs.
+
+    Each rank composes `hydra.run.dir` itself, and `${now:…}` can differ by a second between ranks; so the start
+    time is taken on rank 0, broadcast, and substituted into the run-dir pattern (the config's or the user's)."""
+    from omegaconf import OmegaConf
+
+    from framework.engine import distributed
+
+    info = distributed.init_distributed()
+    if not info.enabled:
+        return argv
+    start = distributed.broadcast_object(time.time())
+    given = [a for a in argv if a.startswith("hydra.run.dir=")]
+    if given:
+        pattern = given[-1].split("=", 1)[1]
+    else:
+        raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"), resolve=False)
+        pattern = raw.get("hydra", {}).get("run", {}).get("dir", "outputs/${now:%Y-%m-%d_%H-%M-%S}")
+    run_dir = re.sub(r"\$\{now:([^}]*)\}", lambda m: time.strftime(m.group(1), time.localtime(start)), pattern)
+    argv = [a for a in argv if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
+    if not info.is_main:
+        argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return argv
+
+
 def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Decorator for a tool's main: `@hydra_cli("train") def main(cfg): …` then `main()`."""
 
@@ -198,6 +226,7 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 sys.argv[1:] = expand_group_shortcuts(sys.argv[1:])
                 if not _full_error():
                     check_overrides(config_name, sys.argv[1:])
+                sys.argv[1:] = agree_on_run_dir(config_name, sys.argv[1:])
             except ConfigError as exc:
                 if _full_error():
                     raise

@@ -31,6 +31,13 @@ class DatasetConfig:
 
 
 @dataclass
+class EMAConfig:
+    enabled: bool = False  # evaluate and save best.pth with an exponential moving average of the weights
+    decay: float = 0.9999  # the average spans about 1/(1-decay) steps
+    tau: float = 2000.0  # ramp: decay × (1 − exp(−step/tau)), so the random init is soon forgotten
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 12
     eval_interval: int = 1  # evaluate every N epochs (and after the last one)
@@ -40,6 +47,16 @@ class TrainerConfig:
     best_metric: str = "auto"  # auto: the evaluator's main number (bbox_mAP for COCO, voc_mAP for VOC)
     progress_bar: bool = True
     channels_last: bool = False  # NHWC memory format: faster convolutions on recent CPUs and on GPUs
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    accumulate: int = 1  # batches per optimizer step (gradient accumulation)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    checkpoint_interval: int = 0  # also keep epoch_N.pth every N epochs (0: only last.pth and best.pth)
+    keep_checkpoints: Optional[int] = 3  # how many epoch_N.pth to keep (null: all)
+    patience: Optional[int] = None  # stop after this many epochs without a new best (null: never)
+    max_time: Optional[float] = None  # wall-clock budget of this invocation in hours (null: none)
+    sync_bn: bool = False  # under torchrun, BatchNorm → SyncBatchNorm (statistics over the global batch)
+    find_unused_parameters: bool = False  # DDP option for models whose forward skips some parameters
+    vis_images: int = 4  # validation images with predicted and ground-truth boxes in TensorBoard per evaluation
 
 
 @dataclass
@@ -61,6 +78,7 @@ class TrainConfig:
     work_dir: str = MISSING
     seed: int = 0
     deterministic: bool = False
+    resume: Any = False  # true: the newest last.pth of this experiment; or a checkpoint path
 
 
 @dataclass

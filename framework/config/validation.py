@@ -135,6 +135,27 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# Blocks of framework settings inside a component node, taken out before the node is instantiated (the optimizer's
+# per-parameter settings and the linear scaling rule, see framework/engine/optim.py), with the keys each accepts.
+SETTINGS_BLOCKS: dict[str, dict[str, tuple[str, ...]]] = {
+    "optimizer": {"paramwise": ("norm_decay_mult", "bias_decay_mult", "lr_mult", "decay_mult"),
+                  "auto_scale_lr": ("base_batch_size",)},
+}
+
+
+def _check_settings_blocks(cfg: DictConfig, path: str) -> None:
+    for block, allowed in SETTINGS_BLOCKS.get(path, {}).items():
+        node = cfg._get_node(block) if block in cfg else None
+        if node is None or node._is_none():
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"'{path}.{block}' must be a mapping of {', '.join(allowed)}.")
+        for key in node.keys():
+            if key not in allowed:
+                raise ConfigError(f"'{path}.{block}.{key}' is not a setting.{did_you_mean(str(key), allowed)} "
+                                  f"The settings of {path}.{block} are: {', '.join(allowed)}.")
+
+
 def check_components(cfg: DictConfig, path: str = "") -> None:
     """Check every node with a `_target_`: importable, keys are arguments, scalar values fit the annotations."""
     if isinstance(cfg, ListConfig):
@@ -146,8 +167,11 @@ def check_components(cfg: DictConfig, path: str = "") -> None:
         return
     target = cfg.get("_target_") if "_target_" in cfg and not OmegaConf.is_missing(cfg, "_target_") else None
     if isinstance(target, str):
+        _check_settings_blocks(cfg, path)
         _check_target(cfg, target, path)
     for key in cfg.keys():
+        if key in SETTINGS_BLOCKS.get(path, {}):
+            continue
         node = cfg._get_node(key)
         if isinstance(node, (DictConfig, ListConfig)) and not node._is_missing() and not node._is_none():
             check_components(node, f"{path}.{key}" if path else str(key))
@@ -179,7 +203,7 @@ def _check_target(cfg: DictConfig, target: str, path: str) -> None:
     names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     for key in cfg.keys():
         key = str(key)
-        if key in _SPECIAL_KEYS:
+        if key in _SPECIAL_KEYS or key in SETTINGS_BLOCKS.get(path, {}):
             continue
         full = f"{path}.{key}" if path else key
         if key not in params and not takes_kwargs:

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import tv_tensors
 
 __all__ = ["Batch", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "aspect_groups", "build_dataloader",
-           "collate", "seed_worker"]
+           "collate", "sample_seed", "seed_worker"]
 
 
 def _move_target(target: dict[str, Any], fn: Any) -> dict[str, Any]:
@@ -137,7 +137,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     Padding a batch to its largest height *and* width makes a mixed batch of 4:3 and 3:4 images nearly square and
     wastes up to half the compute on padding; torchvision's references group the same way. The number of batches
-    per epoch is fixed (``sum`` over groups), which the lr schedule and the ETA rely on.
+    per epoch depends only on how many indices the sampler yields (``n // batch_size``, or rounded up without
+    ``drop_last``): the lr schedule and the ETA rely on it, and under torchrun every rank must run the same number
+    of steps or the gradient all-reduce hangs. Leftovers of the groups are merged into mixed batches to reach it.
     """
 
     def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int, drop_last: bool) -> None:
@@ -146,23 +148,24 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self):
         buffers: dict[int, list[int]] = {}
+        yielded = 0
         for idx in self.sampler:
             buf = buffers.setdefault(self.group_ids[idx], [])
             buf.append(idx)
             if len(buf) == self.batch_size:
                 yield buf
+                yielded += 1
                 buffers[self.group_ids[idx]] = []
-        if not self.drop_last:
-            for buf in buffers.values():
-                if buf:
-                    yield buf
+        leftover = [i for buf in buffers.values() for i in buf]
+        for start in range(0, len(leftover), self.batch_size):
+            if yielded == len(self):
+                return
+            yield leftover[start:start + self.batch_size]
+            yielded += 1
 
     def __len__(self) -> int:
-        counts: dict[int, int] = {}
-        for g in self.group_ids:
-            counts[g] = counts.get(g, 0) + 1
-        div = (lambda n: n // self.batch_size) if self.drop_last else (lambda n: -(-n // self.batch_size))
-        return sum(div(n) for n in counts.values())
+        n = len(self.sampler)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 def aspect_groups(dataset: Dataset) -> list[int] | None:
@@ -173,52 +176,72 @@ def aspect_groups(dataset: Dataset) -> list[int] | None:
     return [int(rec["height"] > rec["width"]) for rec in (info(i) for i in range(len(dataset)))]
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of one sample's augmentation: a function of (run seed, epoch, index) only.
+
+    Seeding per sample rather than per worker makes the augmented data independent of the number of workers, of
+    how indices are spread over them and over ranks, and of where a run was stopped: a resumed run sees exactly the
+    samples the uninterrupted run would have seen, without replaying the skipped ones.
+    """
+    return (((seed * 1_000_003) ^ epoch) * 1_000_000_007 + index) % (2**63 - 1)
+
+
 class EpochIndex(int):
-    """A dataset index that also carries the epoch it was drawn for.
+    """A dataset index that also carries the epoch it was drawn for and the run's seed.
 
     With persistent workers the pipeline objects live on in each worker process, so an epoch set on the main
     process's copy never reaches them. The epoch travels with the indices instead (as in YOLOX): a dataset that
-    cares (``PipelineDataset``) reads ``epoch``/``max_epochs``, every other dataset sees a plain ``int``.
+    cares (``PipelineDataset``) reads ``epoch``/``max_epochs``/``seed``, every other dataset sees a plain ``int``.
     """
 
     epoch: int
     max_epochs: int | None
+    seed: int
 
-    def __new__(cls, index: int, epoch: int, max_epochs: int | None = None) -> EpochIndex:
+    def __new__(cls, index: int, epoch: int, max_epochs: int | None = None, seed: int = 0) -> EpochIndex:
         obj = super().__new__(cls, index)
-        obj.epoch, obj.max_epochs = epoch, max_epochs
+        obj.epoch, obj.max_epochs, obj.seed = epoch, max_epochs, seed
         return obj
 
     def __reduce__(self):  # indices are pickled to the workers; keep the epoch
-        return EpochIndex, (int(self), self.epoch, self.max_epochs)
+        return EpochIndex, (int(self), self.epoch, self.max_epochs, self.seed)
 
     def __repr__(self) -> str:
-        return f"EpochIndex({int(self)}, epoch={self.epoch}, max_epochs={self.max_epochs})"
+        return f"EpochIndex({int(self)}, epoch={self.epoch}, max_epochs={self.max_epochs}, seed={self.seed})"
 
 
 class EpochBatchSampler(Sampler[list[EpochIndex]]):
     """Wraps a batch sampler and stamps every index with the epoch set by ``set_epoch`` (see ``EpochIndex``).
 
     The batch sampler runs in the main process when a new epoch's iterator is created, so the switch costs
-    nothing and the workers are not restarted (close-mosaic, GridMask ramps).
+    nothing and the workers are not restarted (close-mosaic, GridMask ramps). ``set_epoch(…, start_batch=k)``
+    resumes an epoch after its first k batches: their indices are drawn (the order is a function of the epoch)
+    but never loaded.
     """
 
-    def __init__(self, batch_sampler: Sampler[list[int]]) -> None:
-        self.batch_sampler = batch_sampler
-        self.epoch, self.max_epochs = 0, None
+    def __init__(self, batch_sampler: Sampler[list[int]], seed: int = 0) -> None:
+        self.batch_sampler, self.seed = batch_sampler, seed
+        self.epoch, self.max_epochs, self.start_batch = 0, None, 0
 
-    def set_epoch(self, epoch: int, max_epochs: int | None = None) -> None:
-        self.epoch, self.max_epochs = epoch, max_epochs
-        inner = getattr(getattr(self.batch_sampler, "sampler", None), "set_epoch", None)
-        if inner is not None:  # e.g. DistributedSampler reshuffles per epoch
+    @property
+    def sampler(self) -> Sampler[int] | None:
+        return getattr(self.batch_sampler, "sampler", None)
+
+    def set_epoch(self, epoch: int, max_epochs: int | None = None, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= len(self.batch_sampler):
+            raise ValueError(f"start_batch={start_batch} is outside the epoch's {len(self.batch_sampler)} batches")
+        self.epoch, self.max_epochs, self.start_batch = epoch, max_epochs, start_batch
+        inner = getattr(self.sampler, "set_epoch", None)
+        if inner is not None:  # DistributedSampler reshuffles per epoch
             inner(epoch)
 
     def __iter__(self):
-        for batch in self.batch_sampler:
-            yield [EpochIndex(i, self.epoch, self.max_epochs) for i in batch]
+        for b, batch in enumerate(self.batch_sampler):
+            if b >= self.start_batch:
+                yield [EpochIndex(i, self.epoch, self.max_epochs, self.seed) for i in batch]
 
     def __len__(self) -> int:
-        return len(self.batch_sampler)
+        return len(self.batch_sampler) - self.start_batch
 
 
 def build_dataloader(
@@ -231,24 +254,29 @@ def build_dataloader(
     size_divisor: int = 32,
     pin_memory: bool = False,
     group_by_aspect_ratio: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader whose order and worker randomness are reproducible from ``seed``.
+    """A DataLoader whose order and augmentations are reproducible from ``seed`` and the epoch.
 
-    With ``group_by_aspect_ratio`` (and a dataset that knows its image sizes) batches hold only landscape or only
-    portrait images; see ``GroupedBatchSampler``. ``loader.batch_sampler.set_epoch(epoch, max_epochs)`` tells the
-    dataset's pipeline, in every worker, which epoch the coming batches belong to.
+    ``batch_size`` is per process. Indices come from a ``DistributedSampler`` even in one process (``world_size=1``):
+    its order is a function of ``(seed, epoch)``, so a resumed run needs no sampler state, and under torchrun each
+    rank reads its own shard (padded by repetition to equal length; evaluation de-duplicates). With
+    ``group_by_aspect_ratio`` (and a dataset that knows its image sizes) batches hold only landscape or only
+    portrait images; see ``GroupedBatchSampler``. ``loader.batch_sampler.set_epoch(epoch, max_epochs)`` must be
+    called at each epoch start; it also tells the dataset's pipeline, in every worker, which epoch it is.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
     groups = aspect_groups(dataset) if group_by_aspect_ratio else None
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     if groups is not None:
         batches: Sampler[list[int]] = GroupedBatchSampler(sampler, groups, batch_size, drop_last)
     else:
         batches = BatchSampler(sampler, batch_size, drop_last)
     return DataLoader(
         dataset,
-        batch_sampler=EpochBatchSampler(batches),
+        batch_sampler=EpochBatchSampler(batches, seed),
         num_workers=num_workers,
         collate_fn=functools.partial(collate, size_divisor=size_divisor),
         pin_memory=pin_memory,

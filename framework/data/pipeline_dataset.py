@@ -2,15 +2,21 @@
 
 The wrapped dataset yields raw samples (its own `transforms` left empty); this wrapper owns the pipeline so that
 multi-image transforms can load partners from the same dataset, and reads the epoch stamped on each index by
-`EpochBatchSampler` so close-mosaic and probability ramps take effect inside persistent workers.
+`EpochBatchSampler` so close-mosaic and probability ramps take effect inside persistent workers. Each such sample
+is augmented from its own seed (`sample_seed`), so the data of a run does not depend on the worker count and a
+resumed run sees exactly what the uninterrupted one would have.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
-from torch.utils.data import Dataset
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
 
-from framework.data.loader import EpochIndex
+from framework.data.loader import EpochIndex, sample_seed
 from framework.data.transforms.pipeline import Pipeline, Sample
 
 
@@ -28,12 +34,18 @@ class PipelineDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Sample:
+        if not isinstance(index, EpochIndex):
+            return self._load(int(index))
+        with _seeded(sample_seed(index.seed, index.epoch, int(index))):
+            if isinstance(self.pipeline, Pipeline):
+                self.pipeline.set_epoch(index.epoch, index.max_epochs)
+            return self._load(int(index))
+
+    def _load(self, index: int) -> Sample:
         pipeline = self.pipeline
         if isinstance(pipeline, Pipeline):
-            if isinstance(index, EpochIndex):
-                pipeline.set_epoch(index.epoch, index.max_epochs)
-            return pipeline.sample(int(index), self.dataset.__getitem__, len(self.dataset))
-        sample = self.dataset[int(index)]
+            return pipeline.sample(index, self.dataset.__getitem__, len(self.dataset))
+        sample = self.dataset[index]
         return pipeline(*sample) if pipeline is not None else sample
 
     def __getattr__(self, name: str) -> Any:
@@ -44,3 +56,21 @@ class PipelineDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"PipelineDataset({self.dataset!r},\n{self.pipeline!r})"
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch, numpy and `random` for one sample. In the main process (num_workers=0) the generators are
+    restored afterwards, so the model's own random draws (e.g. RPN sampling) do not depend on the data."""
+    main = get_worker_info() is None
+    saved = (torch.get_rng_state(), np.random.get_state(), random.getstate()) if main else None
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])

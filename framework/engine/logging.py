@@ -40,6 +40,16 @@ class MetricsWriter:
                 if isinstance(v, (int, float)) and k not in ("epoch", "iter"):
                     self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """TensorBoard only: for per-iteration values (the lr) that would bloat metrics.jsonl."""
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """A CHW uint8 image to TensorBoard's Images tab."""
+        if self.tb is not None:
+            self.tb.add_image(tag, image, step)
+
     def figure(self, tag: str, figure: Any, step: int) -> None:
         """A matplotlib figure to TensorBoard's Images tab (closed afterwards)."""
         if self.tb is not None:

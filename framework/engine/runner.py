@@ -5,10 +5,12 @@ lives in the model and its head; everything that varies between runs lives in th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,9 +25,15 @@ from tqdm import tqdm
 from framework.config.validation import ConfigError
 from framework.data.loader import Batch, build_dataloader
 from framework.data.pipeline_dataset import PipelineDataset
-from framework.engine.checkpoint import save_checkpoint
-from framework.engine.schedulers import build_scheduler
+from framework.engine import distributed
+from framework.engine.checkpoint import (
+    find_last_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
+)
+from framework.engine.ema import ModelEMA
 from framework.engine.logging import MetricsWriter, log_to_files
+from framework.engine.optim import build_optimizer, scaled_lr, split_optimizer_node
+from framework.engine.progress import Window, format_eta, memory_gib, stats_text
+from framework.engine.schedulers import build_scheduler, load_scheduler_position
 from framework.evaluation.build import build_evaluator, ground_truth
 from framework.evaluation.coco import format_metrics_table
 from framework.evaluation.distributed import gather_predictions
@@ -44,13 +52,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device of this process; under torchrun, `auto`/`cuda` mean the GPU of this process's local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto.")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def per_rank_batch_size(global_batch_size: int, world_size: int, key: str = "dataset.batch_size") -> int:
+    """`dataset.batch_size` is the global batch: each of the `world_size` processes takes an equal share."""
+    if global_batch_size % world_size:
+        raise ConfigError(f"{key}={global_batch_size} is the global batch size and must divide evenly over the "
+                          f"{world_size} processes; use a multiple of {world_size}, e.g. "
+                          f"{key}={max(world_size, global_batch_size // world_size * world_size)}.")
+    return global_batch_size // world_size
 
 
 def config_to_save(cfg: DictConfig) -> dict[str, Any]:
@@ -64,7 +87,11 @@ def config_to_save(cfg: DictConfig) -> dict[str, Any]:
 
 
 class Runner:
-    """Owns one run: model, data, optimization, evaluation and outputs in `work_dir`."""
+    """Owns one run: model, data, optimization, evaluation and outputs in `work_dir`.
+
+    Under torchrun every rank builds the same runner; the model is wrapped in DistributedDataParallel for training,
+    each rank reads its shard of the data, evaluation gathers all ranks' detections, and only rank 0 writes files.
+    """
 
     def __init__(
         self,
@@ -85,33 +112,76 @@ class Runner:
         channels_last: bool = False,
         plots: bool = False,
         config: dict[str, Any] | None = None,
+        precision: str = "fp32",
+        accumulate: int = 1,
+        ema: ModelEMA | None = None,
+        checkpoint_interval: int = 0,
+        keep_checkpoints: int | None = 3,
+        patience: int | None = None,
+        max_time: float | None = None,
+        vis_images: int = 4,
+        find_unused_parameters: bool = False,
+        resume_from: str | Path | None = None,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        if accumulate < 1:
+            raise ConfigError(f"trainer.accumulate={accumulate}: it counts batches per optimizer step, at least 1.")
         self.model, self.device = model, torch.device(device)
+        self.dist = distributed.current()
         if best_metric == "auto":  # the evaluator's main number: bbox_mAP (COCO), voc_mAP (VOC)
             best_metric = getattr(evaluator, "primary_metric", "bbox_mAP")
         self.train_loader, self.val_loader, self.evaluator = train_loader, val_loader, evaluator
         self.optimizer, self.scheduler = optimizer, scheduler
         self.work_dir = Path(work_dir)
         self.max_epochs, self.eval_interval, self.log_interval = max_epochs, max(1, eval_interval), max(1, log_interval)
-        self.grad_clip_norm, self.best_metric, self.progress_bar = grad_clip_norm, best_metric, progress_bar
+        self.grad_clip_norm, self.best_metric = grad_clip_norm, best_metric
+        self.progress_bar = progress_bar and self.dist.is_main
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.plots = plots
+        self.plots, self.vis_images = plots, vis_images
+        self.amp_dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.accumulate, self.ema = accumulate, ema
+        self.checkpoint_interval, self.keep_checkpoints = checkpoint_interval, keep_checkpoints
+        self.patience, self.max_time = patience, max_time
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.train_model: nn.Module = model
+        if self.dist.enabled and train_loader is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters)
         self._detections: dict[int, dict[str, torch.Tensor]] = {}
         self._ground_truth: list[dict[str, Any]] | None = None
+        self._vis: list[tuple[torch.Tensor, dict[str, Any]]] | None = None
         self.config = config or {}
         self.epoch = 0  # epochs completed
         self.iter = 0  # optimizer steps completed
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (non-zero only mid-epoch)
         self.best: dict[str, Any] = {"metric": best_metric, "value": float("-inf"), "epoch": None}
+        self.stop_reason: str | None = None
         self._writer: MetricsWriter | None = None
+        self._start_time = time.monotonic()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and kept as best.pth: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_loader.batch_sampler.batch_sampler) / self.accumulate)
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
     def from_config(cls, cfg: DictConfig, training: bool = True) -> "Runner":
         from hydra.utils import instantiate
 
-        seed_everything(cfg.seed, cfg.deterministic)
-        device = resolve_device(cfg.trainer.device)
-        data = cfg.dataset
+        info = distributed.init_distributed()
+        seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
+        t, data = cfg.trainer, cfg.dataset
+        device = resolve_device(t.device, info.local_rank)
         val_set = instantiate(data.val, transforms=instantiate(cfg.pipeline.val))
         model = instantiate(cfg.model)
         if model.num_classes != val_set.num_classes:
@@ -120,62 +190,94 @@ class Runner:
                 f"but the dataset at {data.root} has {val_set.num_classes}: {', '.join(val_set.classes[:10])}"
                 f"{'…' if val_set.num_classes > 10 else ''}. Set dataset.num_classes={val_set.num_classes}."
             )
-        model.to(device, memory_format=torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format)
-        val_loader = build_dataloader(val_set, data.val_batch_size, data.num_workers, shuffle=False,
-                                      group_by_aspect_ratio=data.group_by_aspect_ratio)
+        if training and t.sync_bn and info.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+        if info.enabled:
+            seed_everything(cfg.seed + info.rank, cfg.deterministic)  # then different random draws per rank
+        dist_args = dict(rank=info.rank, world_size=info.world_size)
+        val_loader = build_dataloader(val_set, max(1, data.val_batch_size // info.world_size), data.num_workers,
+                                      shuffle=False, group_by_aspect_ratio=data.group_by_aspect_ratio, **dist_args)
         evaluator = build_evaluator(val_set, data.metric, cfg.evaluation.backend)
         kwargs: dict[str, Any] = {}
         if training:
+            batch_size = per_rank_batch_size(data.batch_size, info.world_size)
             train_set = PipelineDataset(instantiate(data.train), instantiate(cfg.pipeline.train))
             if len(train_set) < data.batch_size:
                 raise ConfigError(f"The training set has {len(train_set)} images, fewer than dataset.batch_size="
                                   f"{data.batch_size}; lower the batch size.")
-            train_loader = build_dataloader(train_set, data.batch_size, data.num_workers, shuffle=True, seed=cfg.seed,
-                                            drop_last=True, group_by_aspect_ratio=data.group_by_aspect_ratio)
-            optimizer = instantiate(cfg.optimizer)([p for p in model.parameters() if p.requires_grad])
-            scheduler = build_scheduler(instantiate(cfg.scheduler), optimizer, len(train_loader))
-            kwargs = dict(train_loader=train_loader, optimizer=optimizer, scheduler=scheduler)
-        t = cfg.trainer
+            train_loader = build_dataloader(train_set, batch_size, data.num_workers, shuffle=True, seed=cfg.seed,
+                                            drop_last=True, group_by_aspect_ratio=data.group_by_aspect_ratio,
+                                            pin_memory=device.type == "cuda", **dist_args)
+            node, settings = split_optimizer_node(cfg.optimizer)
+            lr_scale = _lr_scale(float(node.lr), settings.get("auto_scale_lr") or {}, batch_size, info.world_size,
+                                 t.accumulate)
+            optimizer = build_optimizer(instantiate(node), model, lr_scale=lr_scale, **(settings.get("paramwise") or {}))
+            steps = math.ceil(len(train_loader) / t.accumulate)
+            scheduler = build_scheduler(instantiate(cfg.scheduler), optimizer, steps, lr_scale=lr_scale)
+            ema = ModelEMA(model, t.ema.decay, t.ema.tau) if t.ema.enabled else None
+            kwargs = dict(train_loader=train_loader, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                          resume_from=_resume_path(cfg))
         return cls(
             model, val_loader, evaluator, cfg.work_dir, device, max_epochs=t.max_epochs, eval_interval=t.eval_interval,
             log_interval=t.log_interval, grad_clip_norm=t.grad_clip_norm, best_metric=t.best_metric,
             progress_bar=t.progress_bar, channels_last=t.channels_last, plots=cfg.evaluation.plots,
-            config=config_to_save(cfg), **kwargs,
+            config=config_to_save(cfg), precision=t.precision, accumulate=t.accumulate,
+            checkpoint_interval=t.checkpoint_interval, keep_checkpoints=t.keep_checkpoints, patience=t.patience,
+            max_time=t.max_time, vis_images=t.vis_images, find_unused_parameters=t.find_unused_parameters, **kwargs,
         )
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> dict[str, Any]:
         if self.train_loader is None or self.optimizer is None:
             raise RuntimeError("This runner was built without training parts (from_config(training=False)).")
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.config), resolve=True))
-        self._writer = MetricsWriter(self.work_dir)
+        if self.dist.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.config), resolve=True))
+        if self.resume_from is not None and not self.resume(self.resume_from):
+            return {"best": dict(self.best), "last": {}}
+        self._writer = MetricsWriter(self.work_dir) if self.dist.is_main else None
         n_params = sum(p.numel() for p in self.model.parameters())
         logger.info(f"Training {type(self.model.backbone).__name__}/{type(self.model.neck).__name__}/"
-                    f"{type(self.model.head).__name__} ({n_params / 1e6:.2f} M parameters) on {self.device} for "
-                    f"{self.max_epochs} epochs x {len(self.train_loader)} iterations; outputs in {self.work_dir}")
+                    f"{type(self.model.head).__name__} ({n_params / 1e6:.2f} M parameters) on {self.device}"
+                    f"{f' x {self.dist.world_size} processes' if self.dist.enabled else ''} for {self.max_epochs} "
+                    f"epochs x {self.steps_per_epoch} iterations; outputs in {self.work_dir}")
         metrics: dict[str, float] = {}
+        self._start_time = time.monotonic()
         try:
-            while self.epoch < self.max_epochs:
+            while self.epoch < self.max_epochs and self.stop_reason is None:
                 self._train_epoch()
-                self.epoch += 1
-                self.save("last.pth")
+                if self.stop_reason is not None:  # stopped mid-epoch (wall-clock budget)
+                    self.save("last.pth")
+                    break
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 if self.epoch % self.eval_interval == 0 or self.epoch == self.max_epochs:
                     metrics = self.evaluate()
                     self._update_best(metrics)
+                self._check_budget(end_of_epoch=True)
+                self.save("last.pth")
+                if self.checkpoint_interval and self.epoch % self.checkpoint_interval == 0:
+                    self.save(f"epoch_{self.epoch}.pth")
+                    if self.dist.is_main:
+                        prune_checkpoints(self.work_dir / "checkpoints", self.keep_checkpoints)
         finally:
-            self._writer.close()
-        logger.info(f"Done. Best {self.best_metric} = {self.best['value']:.4f} at epoch {self.best['epoch']}; "
-                    f"checkpoints in {self.work_dir / 'checkpoints'}")
+            if self._writer is not None:
+                self._writer.close()
+        if self.stop_reason is not None:
+            logger.info(f"Stopped: {self.stop_reason}. Saved {self.work_dir / 'checkpoints' / 'last.pth'}; continue "
+                        f"with `python tools/train.py … resume=true` (or resume=<path to last.pth>).")
+        best = f"{self.best['value']:.4f} at epoch {self.best['epoch']}" if self.best["epoch"] else "not reached"
+        logger.info(f"Done. Best {self.best_metric} = {best}; checkpoints in {self.work_dir / 'checkpoints'}")
+        self._plot_results()
         return {"best": dict(self.best), "last": metrics}
 
     def _start_epoch_pipeline(self) -> None:
-        """Tell the sampler (hence the workers) and the main-process pipeline which epoch starts, and log what the
-        pipeline applies in it (close-mosaic, GridMask's ramped probability)."""
+        """Tell the sampler (hence the workers) and the main-process pipeline which epoch starts (and, after a
+        mid-epoch resume, how many of its batches are done), and log what the pipeline applies in it."""
         loader = self.train_loader
         set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
         if set_epoch is not None:
-            set_epoch(self.epoch, self.max_epochs)
+            set_epoch(self.epoch, self.max_epochs, start_batch=self.batch_in_epoch)
         pipeline = getattr(getattr(loader, "dataset", None), "pipeline", None)
         if hasattr(pipeline, "set_epoch"):
             pipeline.set_epoch(self.epoch, self.max_epochs)
@@ -186,67 +288,118 @@ class Runner:
                 if self._writer is not None:
                     self._writer.write({"epoch": self.epoch + 1, **summary}, self.epoch + 1, "pipeline")
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     def _train_epoch(self) -> None:
-        self.model.train()
+        self.train_model.train()
         self._start_epoch_pipeline()
-        loader = self.train_loader
-        total_iters = self.max_epochs * len(loader)
-        bar = tqdm(loader, desc=f"Epoch {self.epoch + 1}/{self.max_epochs}", disable=None if self.progress_bar else True,
-                   dynamic_ncols=True, leave=True, file=sys.stderr, bar_format=_BAR_FORMAT)
-        use_bar = not bar.disable
-        window_start, window_images, window_iters = time.perf_counter(), 0, 0
-        run_start, start_iter = time.perf_counter(), self.iter
-        sums: dict[str, torch.Tensor] = {}
-        for i, batch in enumerate(bar):
+        n_batches = len(self.train_loader.batch_sampler.batch_sampler)
+        steps = self.steps_per_epoch
+        bar = tqdm(total=steps, initial=self.batch_in_epoch // self.accumulate, desc=f"Epoch {self.epoch + 1}/"
+                   f"{self.max_epochs}", disable=None if self.progress_bar else True, dynamic_ncols=True, leave=True,
+                   file=sys.stderr, bar_format=_BAR_FORMAT)
+        window, run_start, start_iter = Window(), time.perf_counter(), self.iter
+        data_start = time.perf_counter()
+        for b, batch in enumerate(self.train_loader, start=self.batch_in_epoch):
+            data_time = time.perf_counter() - data_start
             batch: Batch = batch.to(self.device, non_blocking=True)
-            losses = self.model(batch.images.contiguous(memory_format=self.memory_format), batch.targets,
-                                image_sizes=batch.image_sizes)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                ids = [t.get("source_ids", t.get("image_id")) for t in batch.targets]
-                raise FloatingPointError(f"Non-finite loss at epoch {self.epoch + 1}, iteration {self.iter + 1} "
-                                         f"({values}); images {ids}. Lower optimizer.lr or set trainer.grad_clip_norm.")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip_norm:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.iter += 1
-            window_images, window_iters = window_images + len(batch), window_iters + 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
-            if self.iter % self.log_interval == 0 or i == len(loader) - 1:
-                now = time.perf_counter()
-                stats = {k: float(v) / window_iters for k, v in sums.items()}
-                stats["loss"] = sum(stats.values())
-                lr = self.optimizer.param_groups[0]["lr"]
-                ips = window_images / max(now - window_start, 1e-9)
-                eta = (now - run_start) / (self.iter - start_iter) * (total_iters - self.iter)
-                self._log_iteration(bar, use_bar, stats, lr, ips, eta, i + 1, len(loader))
-                self._writer.write({**stats, "lr": lr, "images_per_s": ips, "epoch": self.epoch + 1, "iter": self.iter},
-                                   self.iter, "train")
-                sums, window_start, window_images, window_iters = {}, now, 0, 0
+            group_start = b // self.accumulate * self.accumulate
+            group_size = min(self.accumulate, n_batches - group_start)  # the epoch's last step may be shorter
+            stepping = b + 1 == group_start + group_size
+            sync = self.train_model.no_sync() if self.dist.enabled and not stepping else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    losses = self.train_model(batch.images.contiguous(memory_format=self.memory_format),
+                                              batch.targets, image_sizes=batch.image_sizes)
+                loss = sum(losses.values())
+                self._check_finite(loss, losses, batch)
+                self.scaler.scale(loss / group_size).backward()
+            window.add_batch(losses, len(batch), data_time)
+            if stepping:
+                log_now = (self.iter + 1) % self.log_interval == 0 or b + 1 == n_batches
+                grad_norm = self._optimizer_step(measure=log_now)
+                self.batch_in_epoch = b + 1
+                window.steps += 1
+                bar.update(1)
+                if self._writer is not None:
+                    self._writer.scalar("train/lr_iter", self.optimizer.param_groups[0]["lr"], self.iter)
+                if log_now:
+                    self._log_window(window, bar, grad_norm, run_start, start_iter, steps)
+                if self._check_budget():
+                    break
+            data_start = time.perf_counter()
         bar.close()
 
-    def _log_iteration(self, bar: tqdm, use_bar: bool, stats: dict[str, float], lr: float, ips: float, eta: float,
-                       it: int, n: int) -> None:
-        eta_s = f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}"  # may exceed 24 h
-        text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
-        line = f"Epoch {self.epoch + 1}/{self.max_epochs} iter {it}/{n} {text} lr={lr:.3g} {ips:.1f} img/s eta {eta_s}"
-        if use_bar:
-            bar.set_postfix_str(f"{text} lr={lr:.3g} {ips:.1f} img/s run eta {eta_s}", refresh=False)
+    def _optimizer_step(self, measure: bool) -> float | None:
+        """Unscale, clip, step, update the EMA and the schedule; returns the gradient norm if clipped or asked."""
+        grad_norm = None
+        if self.grad_clip_norm or measure:
+            self.scaler.unscale_(self.optimizer)
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = nn.utils.get_total_norm(grads)
+            if self.grad_clip_norm:
+                nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip_norm, norm)
+            grad_norm = float(norm) if measure else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return grad_norm
+
+    def _check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], batch: Batch) -> None:
+        if torch.isfinite(loss):
+            return
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        ids = [t.get("source_ids", t.get("image_id")) for t in batch.targets]
+        hint = " or use trainer.precision=bf16/fp32 (fp16 overflows)" if self.amp_dtype == torch.float16 else ""
+        raise FloatingPointError(f"Non-finite loss at epoch {self.epoch + 1}, iteration {self.iter + 1} ({values}); "
+                                 f"images {ids}. Lower optimizer.lr or set trainer.grad_clip_norm{hint}.")
+
+    def _log_window(self, window: Window, bar: tqdm, grad_norm: float | None, run_start: float, start_iter: int,
+                    steps: int) -> None:
+        stats: dict[str, Any] = {k: float(v) for k, v in distributed.all_reduce_mean(window.mean_losses()).items()}
+        stats["loss"] = sum(stats.values())
+        stats.update(lr=self.optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
+                     memory_gib=memory_gib(self.device), **window.timing(self.dist.world_size))
+        if self.scaler.is_enabled():
+            stats["loss_scale"] = self.scaler.get_scale()
+        done = self.iter - start_iter
+        eta = (time.perf_counter() - run_start) / max(done, 1) * (self.max_epochs * steps - self.iter)
+        it = math.ceil(self.batch_in_epoch / self.accumulate)
+        line = f"Epoch {self.epoch + 1}/{self.max_epochs} iter {it}/{steps} {stats_text(stats)} eta {format_eta(eta)}"
+        if not bar.disable:
+            bar.set_postfix_str(f"{stats_text(stats)} run eta {format_eta(eta)}", refresh=False)
             log_to_files(line)
-        else:
+        elif self.dist.is_main:
             logger.info(line)
+        if self._writer is not None:
+            self._writer.write({**{k: v for k, v in stats.items() if v is not None}, "epoch": self.epoch + 1,
+                                "iter": self.iter}, self.iter, "train")
+        window.reset()
+
+    def _check_budget(self, end_of_epoch: bool = False) -> bool:
+        """Stop when the wall-clock budget is spent (checked every step) — the same decision on every rank."""
+        if self.max_time is None or self.stop_reason is not None:
+            return self.stop_reason is not None
+        over = time.monotonic() - self._start_time > self.max_time * 3600
+        if distributed.any_rank(over, self.device if self.device.type == "cuda" else torch.device("cpu")):
+            where = f"end of epoch {self.epoch}" if end_of_epoch else f"epoch {self.epoch + 1}, iteration {self.iter}"
+            self.stop_reason = f"trainer.max_time={self.max_time} h reached at {where}"
+        return self.stop_reason is not None
 
     # ------------------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict_loader(self) -> None:
-        """Run the model over the validation loader and feed the evaluator."""
-        self.model.eval()
+        """Run the evaluated model over the validation loader (each rank its shard) and feed the evaluator."""
+        model = self.eval_model
+        model.eval()
         self.evaluator.reset()
         all_ids: list[int] = []
         all_dets: list[dict[str, torch.Tensor]] = []
@@ -254,39 +407,66 @@ class Runner:
                           dynamic_ncols=True, leave=False, file=sys.stderr):
             batch = batch.to(self.device, non_blocking=True)
             orig_sizes = [tuple(int(s) for s in t["orig_size"]) for t in batch.targets]
-            dets = self.model(batch.images.contiguous(memory_format=self.memory_format), image_sizes=batch.image_sizes,
-                              orig_sizes=orig_sizes)
+            dets = model(batch.images.contiguous(memory_format=self.memory_format), image_sizes=batch.image_sizes,
+                         orig_sizes=orig_sizes)
             all_ids += [int(t["image_id"]) for t in batch.targets]
             all_dets += [{k: v.cpu() for k, v in d.items()} for d in dets]
         all_ids, all_dets = gather_predictions(all_ids, all_dets)  # under torchrun: every rank's, each image once
-        self.evaluator.process(all_ids, all_dets)
-        self._detections = dict(zip(all_ids, all_dets)) if self.plots else {}
+        if self.dist.is_main:
+            self.evaluator.process(all_ids, all_dets)
+        keep = set(all_ids) if self.plots else {int(t["image_id"]) for _, t in self._vis_samples()}
+        self._detections = {i: d for i, d in zip(all_ids, all_dets) if i in keep}
 
     def evaluate(self, plot_dir: str | Path | None = None) -> dict[str, float]:
-        """Predict on the validation set and score it; with plots on, also write the PR, F1 and confusion plots
-        to `plot_dir` (default: the run folder) and TensorBoard."""
+        """Predict on the validation set and score it (on rank 0; the numbers are shared with every rank); with
+        plots on, also write the PR, F1 and confusion plots to `plot_dir` (default: the run folder) and TensorBoard."""
         start = time.perf_counter()
         self.predict_loader()
-        metrics = self.evaluator.evaluate()
-        logger.info(f"Evaluation after epoch {self.epoch} ({time.perf_counter() - start:.1f} s):\n"
-                    f"{self.evaluator.summary}\n{self.evaluator.format_per_class()}")
-        if self._writer is not None:
-            self._writer.write({"epoch": self.epoch, "iter": self.iter, **metrics}, self.epoch, "val")
-        if self.plots:
-            self._write_plots(Path(plot_dir) if plot_dir is not None else self.work_dir)
-        return metrics
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            metrics = self.evaluator.evaluate()
+            logger.info(f"Evaluation after epoch {self.epoch} ({time.perf_counter() - start:.1f} s):\n"
+                        f"{self.evaluator.summary}\n{self.evaluator.format_per_class()}")
+            if self._writer is not None:
+                self._writer.write({"epoch": self.epoch, "iter": self.iter, **metrics}, self.epoch, "val")
+                self._log_val_images()
+            if self.plots:
+                self._write_plots(Path(plot_dir) if plot_dir is not None else self.work_dir)
+        return distributed.broadcast_object(metrics)
+
+    def _gt(self) -> list[dict[str, Any]]:
+        if self._ground_truth is None:
+            self._ground_truth = ground_truth(self.val_loader.dataset)
+        return self._ground_truth
 
     def _write_plots(self, out_dir: Path) -> None:
         from framework.evaluation.plots import write_plots  # matplotlib: imported only when plotting
 
-        if self._ground_truth is None:
-            self._ground_truth = ground_truth(self.val_loader.dataset)
-        report = write_plots(self._ground_truth, self._detections, list(self.evaluator.class_names), out_dir)
+        report = write_plots(self._gt(), self._detections, list(self.evaluator.class_names), out_dir)
         logger.info(f"Best F1 {report['best_f1']:.3f} at confidence {report['best_conf']:.3f}; plots in {out_dir}: "
                     + ", ".join(Path(p).name for p in report["paths"].values()))
         if self._writer is not None:
             for name, fig in report.get("figures", {}).items():
                 self._writer.figure(f"val/{name}", fig, self.epoch)
+
+    def _vis_samples(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        """The first `vis_images` validation images at their original size (decoded once, for TensorBoard)."""
+        if self._vis is None:
+            dataset = self.val_loader.dataset
+            n = min(self.vis_images, len(dataset)) if hasattr(dataset, "transforms") else 0
+            self._vis = [_raw_sample(dataset, i) for i in range(n)]
+        return self._vis
+
+    def _log_val_images(self) -> None:
+        """The first `vis_images` validation images with ground truth and predictions, to TensorBoard."""
+        if self._writer is None:
+            return
+        from framework.visualization import draw_detections
+
+        for i, (image, target) in enumerate(self._vis_samples()):
+            dets = self._detections.get(int(target["image_id"]), _no_detections())
+            tile = draw_detections(image.as_subclass(torch.Tensor), dets, target, list(self.evaluator.class_names))
+            self._writer.image(f"val_images/{i}", tile, self.epoch)
 
     def _update_best(self, metrics: dict[str, float]) -> None:
         value = metrics.get(self.best_metric)
@@ -295,28 +475,105 @@ class Runner:
         if math.isnan(value):
             logger.warning(f"{self.best_metric} is NaN (no class has ground truth in the validation set): "
                            "best.pth not updated")
-            return
-        if value > self.best["value"]:
+        elif value > self.best["value"]:
             self.best = {"metric": self.best_metric, "value": float(value), "epoch": self.epoch}
             self.save("best.pth")
             logger.info(f"New best {self.best_metric} = {value:.4f}: saved best.pth")
+        since = self.epoch - (self.best["epoch"] or 0)
+        if self.patience is not None and since >= self.patience and self.epoch < self.max_epochs:
+            self.stop_reason = (f"early stopping: no better {self.best_metric} for {since} epochs "
+                                f"(trainer.patience={self.patience})")
+
+    def _plot_results(self) -> None:
+        path = self.work_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        from framework.visualization import plot_results
+
+        try:
+            logger.info(f"Curves: {plot_results(path, self.work_dir / 'results.png')}")
+        except ValueError as exc:  # nothing logged yet (e.g. a run stopped before its first log line)
+            logger.warning(f"results.png not written: {exc}")
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights (the EMA's as `model` when enabled, so every consumer of
+        a checkpoint gets the evaluated weights), optimizer, schedule position, scaler, counters, every rank's
+        random generators, and the config. Collective under torchrun (the generators are gathered)."""
+        ema = self.ema
         return {
-            "model": self.model.state_dict(),
+            "model": self.eval_model.state_dict(),
+            "train_model": self.model.state_dict() if ema is not None else None,
+            "ema": {"updates": ema.updates} if ema is not None else None,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
             "iter": self.iter,
+            "batch_in_epoch": self.batch_in_epoch,
             "best": dict(self.best),
+            "rng": distributed.gather_objects(rng_state()),
             "config": self.config,
             "meta": {"classes": list(self.evaluator.class_names), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "torch": str(torch.__version__)},
+                     "torch": str(torch.__version__), "world_size": self.dist.world_size},
         }
 
     def save(self, name: str) -> Path:
-        return save_checkpoint(self.state_dict(), self.work_dir / "checkpoints" / name)
+        """Write a checkpoint (rank 0; every rank must call it, see `state_dict`)."""
+        path = self.work_dir / "checkpoints" / name
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_checkpoint(state, path)
+        return path
+
+    def resume(self, path: str | Path) -> bool:
+        """Restore a run from its checkpoint; False when it has nothing left to train."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        trained = ckpt["epoch"]
+        saved_max = ckpt.get("config", {}).get("trainer", {}).get("max_epochs", trained)
+        if trained >= self.max_epochs and not ckpt.get("batch_in_epoch"):
+            logger.info(f"{path} has already trained {trained} epochs (trainer.max_epochs={self.max_epochs}): nothing "
+                        f"to do. To train longer, raise it: trainer.max_epochs={trained + max(trained, 1)} resume=…")
+            return False
+        self.model.load_state_dict(ckpt["train_model"] if ckpt.get("train_model") is not None else ckpt["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict({"module": ckpt["model"], **(ckpt.get("ema") or {"updates": 0})})
+        if ckpt.get("optimizer") is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler") is not None and self.scheduler is not None:
+            load_scheduler_position(self.scheduler, ckpt["scheduler"])
+        if ckpt.get("scaler") is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.iter, self.batch_in_epoch = trained, ckpt["iter"], ckpt.get("batch_in_epoch", 0)
+        self.best = {**self.best, **ckpt.get("best", {})}
+        rngs = ckpt.get("rng") or []
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:
+            logger.warning(f"{path} was written by {len(rngs)} processes, this run has {self.dist.world_size}: the "
+                           "random generators start afresh (the data order and augmentations are still restored).")
+        where = f"epoch {trained}" + (f" + {self.batch_in_epoch} batches" if self.batch_in_epoch else "")
+        logger.info(f"Resumed from {path} at {where} (iteration {self.iter}).")
+        if trained >= saved_max and self.max_epochs > saved_max:
+            logger.info(f"Extending the finished {saved_max}-epoch run to {self.max_epochs} epochs.")
+        if self.dist.is_main:
+            self._carry_history(Path(path))
+        return True
+
+    def _carry_history(self, ckpt_path: Path) -> None:
+        """Start this run's metrics.jsonl with the resumed run's records up to the checkpoint, so its curves and
+        results.png cover the whole training."""
+        old = ckpt_path.parent.parent / "metrics.jsonl"
+        new = self.work_dir / "metrics.jsonl"
+        if not old.is_file() or old.resolve() == new.resolve():
+            return
+        kept = [line for line in old.read_text().splitlines()
+                if line.strip() and json.loads(line).get("iter", 0) <= self.iter
+                and json.loads(line).get("epoch", 0) <= self.epoch + (1 if self.batch_in_epoch else 0)]
+        new.write_text("".join(line + "\n" for line in kept))
+        old_tb = ckpt_path.parent.parent / "tb"
+        if old_tb.is_dir() and not (self.work_dir / "tb").exists():
+            shutil.copytree(old_tb, self.work_dir / "tb")
 
     def write_eval_outputs(self, metrics: dict[str, float], out_dir: str | Path) -> None:
         out_dir = Path(out_dir)
@@ -326,3 +583,52 @@ class Runner:
         self.evaluator.write_results(out_dir / "results.bbox.json")
         logger.info(f"\n{format_metrics_table(metrics)}\nWrote {out_dir / 'metrics.json'} and "
                     f"{out_dir / 'results.bbox.json'}")
+
+
+def _lr_scale(lr: float, auto_scale: dict[str, Any], batch_per_rank: int, world_size: int, accumulate: int) -> float:
+    """The linear scaling rule's factor (1 when optimizer.auto_scale_lr.base_batch_size is null); logged."""
+    global_batch = batch_per_rank * world_size * accumulate
+    parts = f"{batch_per_rank} per process x {world_size} process(es) x {accumulate} accumulated"
+    base = auto_scale.get("base_batch_size")
+    if not base:
+        logger.info(f"lr {lr:g} for a global batch of {global_batch} ({parts}); set "
+                    f"optimizer.auto_scale_lr.base_batch_size to scale it with the batch size.")
+        return 1.0
+    effective = scaled_lr(lr, global_batch, int(base))
+    logger.info(f"Linear LR scaling: global batch {global_batch} ({parts}) / base {base} -> lr {lr:g} x "
+                f"{global_batch / base:g} = {effective:g}")
+    return effective / lr
+
+
+def _resume_path(cfg: DictConfig) -> Path | None:
+    """`resume=true`: the newest last.pth of this experiment's other runs; `resume=<path>`: that file."""
+    resume = cfg.get("resume", False)
+    if resume in (False, None, "", "false", "False"):
+        return None
+    if resume is True or resume in ("true", "True"):
+        experiment_dir = Path(cfg.work_dir).parent
+        found = find_last_checkpoint(experiment_dir, exclude=cfg.work_dir)
+        if found is None:
+            raise ConfigError(f"resume=true but no run of this experiment has checkpoints/last.pth under "
+                              f"{experiment_dir}; pass resume=<path/to/last.pth>, or check experiment_name.")
+        return found
+    path = Path(str(resume))
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pth" if (path / "checkpoints").is_dir() else path / "last.pth"
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: no checkpoint at {path}.")
+    return path
+
+
+def _raw_sample(dataset: Any, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`dataset[index]` without its transforms: the decoded image at its original size."""
+    transforms = getattr(dataset, "transforms", None)
+    dataset.transforms = None
+    try:
+        return dataset[index]
+    finally:
+        dataset.transforms = transforms
+
+
+def _no_detections() -> dict[str, torch.Tensor]:
+    return {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}

@@ -13,6 +13,8 @@ from bisect import bisect_right
 from typing import Any, Callable, Sequence
 
 from torch.optim import Optimizer
+
+from framework.config.validation import ConfigError
 from torch.optim.lr_scheduler import LRScheduler
 
 POLICIES = ("step", "cosine", "poly", "constant")
@@ -110,9 +112,32 @@ class WarmupMultiStepLR(WarmupLR):
                          iters_per_epoch=iters_per_epoch, last_epoch=last_epoch)
 
 
-def build_scheduler(make: Callable[..., Any], optimizer: Optimizer, iters_per_epoch: int) -> Any:
+def build_scheduler(make: Callable[..., Any], optimizer: Optimizer, iters_per_epoch: int, lr_scale: float = 1.0) -> Any:
     """Call a scheduler partial with the optimizer and the epoch length under the name it takes
-    (`iters_per_epoch` for ours, `steps_per_epoch` for torch's `OneCycleLR`)."""
+    (`iters_per_epoch` for ours, `steps_per_epoch` for torch's `OneCycleLR`).
+
+    A scheduler that sets the lr itself from `max_lr` (one-cycle) gets it per param group, times the linear scaling
+    factor and each group's `lr_mult`, so the optimizer's scaling and multipliers hold for it too."""
     params = inspect.signature(make).parameters
-    extra = {name: iters_per_epoch for name in ("iters_per_epoch", "steps_per_epoch") if name in params}
+    extra: dict[str, Any] = {name: iters_per_epoch for name in ("iters_per_epoch", "steps_per_epoch") if name in params}
+    max_lr = getattr(make, "keywords", {}).get("max_lr")
+    if max_lr is not None and isinstance(max_lr, (int, float)):
+        extra["max_lr"] = [max_lr * lr_scale * g.get("lr_mult", 1.0) for g in optimizer.param_groups]
     return make(optimizer, **extra)
+
+
+# What a scheduler's state_dict holds about *where* the run is, as opposed to settings that come from the config.
+_POSITION_KEYS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial")
+
+
+def load_scheduler_position(scheduler: Any, state: dict[str, Any]) -> None:
+    """Restore only the position of a schedule: its shape (milestones, max_epochs, total steps) stays the one the
+    current config built, so `trainer.max_epochs=24 resume=true` extends a 12-epoch run's schedule rather than
+    replaying the old one. With an unchanged config this equals `load_state_dict`."""
+    position = {k: v for k, v in state.items() if k in _POSITION_KEYS}
+    total = getattr(scheduler, "total_steps", None)  # OneCycleLR refuses to step past its end
+    if total is not None and position.get("last_epoch", 0) >= total:
+        raise ConfigError(f"The checkpoint's schedule is at step {position['last_epoch']}, past the {total} steps of "
+                         "the one-cycle schedule this config builds; one-cycle cannot be extended, use another "
+                         "scheduler (e.g. scheduler=cosine) to train longer.")
+    scheduler.__dict__.update(position)

@@ -12,6 +12,7 @@ from framework.config import CONFIG_DIR
 from framework.config.cli import check_overrides
 from framework.config.validation import group_options
 from framework.data.pipeline_dataset import PipelineDataset
+from framework.engine.optim import build_optimizer, split_optimizer_node
 from framework.engine.schedulers import build_scheduler
 from framework.models import Detector
 
@@ -78,8 +79,8 @@ def test_option_composes_and_instantiates(group, option, shapes_root, request):
             assert max(image.shape[-2:]) <= (cfg.dataset.max_size or 10**9)
             assert target["boxes"].shape[-1] == 4
     if top in ("optimizer", "scheduler"):
-        params = [torch.nn.Parameter(torch.zeros(2))]
-        opt = instantiate(cfg.optimizer)(params)
+        node, settings = split_optimizer_node(cfg.optimizer)
+        opt = build_optimizer(instantiate(node), torch.nn.Linear(2, 2), **settings["paramwise"])
         sched = build_scheduler(instantiate(cfg.scheduler), opt, iters_per_epoch=10)
         opt.step()
         sched.step()
