@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 from omegaconf import DictConfig
@@ -195,11 +196,28 @@ def agree_on_run_dir(config_name: str, argv: list[str]) -> list[str]:
     else:
         raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"), resolve=False)
         pattern = raw.get("hydra", {}).get("run", {}).get("dir", "outputs/${now:%Y-%m-%d_%H-%M-%S}")
-    run_dir = re.sub(r"\$\{now:([^}]*)\}", lambda m: time.strftime(m.group(1), time.localtime(start)), pattern)
+    run_dir = re.sub(r"\$\{now:([^}]*)\}", lambda m: datetime.fromtimestamp(start).strftime(m.group(1)), pattern)
     argv = [a for a in argv if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
     if not info.is_main:
         argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     return argv
+
+
+def _quiet_unless_rank_zero() -> None:
+    """On ranks other than 0 (torchrun, or the tasks of a SLURM job launched by submitit, where Hydra has already
+    set up logging for every task), drop the log files and keep only warnings on the console."""
+    import logging
+
+    from framework.engine.distributed import env_info
+
+    if env_info().rank == 0:
+        return
+    for log in (logging.getLogger(), logging.getLogger("framework")):
+        for handler in list(log.handlers):
+            if isinstance(handler, logging.FileHandler):
+                log.removeHandler(handler)
+                handler.close()
+    logging.getLogger("framework").setLevel(logging.WARNING)
 
 
 def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -208,6 +226,7 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
     def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
+            _quiet_unless_rank_zero()
             if _full_error():
                 return task(cfg)
             try:

@@ -117,6 +117,17 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP synchronizes buffers at the start of each training forward, and each rank then updates them with its own
+    batch; evaluating without this would score every shard with slightly different statistics than the weights
+    rank 0 saves, and the distributed numbers would not equal a single-process evaluation of the checkpoint."""
+    if current().enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if current().enabled:
         dist.barrier()

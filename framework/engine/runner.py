@@ -191,7 +191,13 @@ class Runner:
                 f"{'…' if val_set.num_classes > 10 else ''}. Set dataset.num_classes={val_set.num_classes}."
             )
         if training and t.sync_bn and info.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                n_sync = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+                logger.info(f"trainer.sync_bn: {n_sync} BatchNorm layers compute statistics over the global batch")
+            else:
+                logger.warning("trainer.sync_bn=true is ignored on CPU (torch's SyncBatchNorm runs on GPUs only); "
+                               "each process keeps its own BatchNorm statistics.")
         model.to(device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
         if info.enabled:
             seed_everything(cfg.seed + info.rank, cfg.deterministic)  # then different random draws per rank
@@ -400,6 +406,7 @@ class Runner:
         """Run the evaluated model over the validation loader (each rank its shard) and feed the evaluator."""
         model = self.eval_model
         model.eval()
+        distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics, as saved in its checkpoint
         self.evaluator.reset()
         all_ids: list[int] = []
         all_dets: list[dict[str, torch.Tensor]] = []
