@@ -42,7 +42,7 @@ def run_setting(procs: int, args: argparse.Namespace, data_root: Path, out_root:
            "dataset=shapes", f"dataset.root={data_root}",
            f"dataset.batch_size={args.batch_per_process * procs}", f"dataset.val_batch_size={procs}",
            f"dataset.num_workers={args.workers}", f"dataset.min_size={args.img_size}",
-           f"dataset.max_size={args.img_size}", "trainer.max_epochs=1", f"trainer.log_interval={args.log_interval}",
+           f"dataset.max_size={args.img_size * 3 // 2}", "trainer.max_epochs=1", f"trainer.log_interval={args.log_interval}",
            f"trainer.device={args.device}", f"trainer.precision={args.precision}", "trainer.progress_bar=false",
            "trainer.vis_images=0", "evaluation.plots=false", "scheduler.warmup_iters=10", "model.head.score_thr=0.05",
            f"hydra.run.dir={run_dir}"]
@@ -102,8 +102,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"| processes | global batch | images/s | speed-up | data wait |  ({args.model}, {args.img_size} px, "
-          f"{args.device}, {args.precision})")
+    backbone = f" + {args.backbone} backbone" if args.backbone else ""
+    print(f"| processes | global batch | images/s | speed-up | data wait |  ({args.model}{backbone}, {args.img_size} "
+          f"px, {args.device}, {args.precision})")
     print("|---|---|---|---|---|")
     for r in results:
         print(f"| {r['procs']} | {r['global_batch']} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | "

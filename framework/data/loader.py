@@ -266,8 +266,8 @@ def build_dataloader(
     portrait images; see ``GroupedBatchSampler``. ``loader.batch_sampler.set_epoch(epoch, max_epochs)`` must be
     called at each epoch start; it also tells the dataset's pipeline, in every worker, which epoch it is.
     """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator = torch.Generator()  # draws the workers' base seed: different per rank (seed_worker)
+    generator.manual_seed(seed + rank)
     groups = aspect_groups(dataset) if group_by_aspect_ratio else None
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     if groups is not None:

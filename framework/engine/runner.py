@@ -170,8 +170,14 @@ class Runner:
         return self.ema.module if self.ema is not None else self.model
 
     @property
+    def batches_per_epoch(self) -> int:
+        """All batches of an epoch (an `EpochBatchSampler` resumed mid-epoch reports only those left)."""
+        sampler = self.train_loader.batch_sampler
+        return len(getattr(sampler, "batch_sampler", sampler))
+
+    @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_loader.batch_sampler.batch_sampler) / self.accumulate)
+        return math.ceil(self.batches_per_epoch / self.accumulate)
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -302,7 +308,7 @@ class Runner:
     def _train_epoch(self) -> None:
         self.train_model.train()
         self._start_epoch_pipeline()
-        n_batches = len(self.train_loader.batch_sampler.batch_sampler)
+        n_batches = self.batches_per_epoch
         steps = self.steps_per_epoch
         bar = tqdm(total=steps, initial=self.batch_in_epoch // self.accumulate, desc=f"Epoch {self.epoch + 1}/"
                    f"{self.max_epochs}", disable=None if self.progress_bar else True, dynamic_ncols=True, leave=True,
@@ -583,6 +589,8 @@ class Runner:
             shutil.copytree(old_tb, self.work_dir / "tb")
 
     def write_eval_outputs(self, metrics: dict[str, float], out_dir: str | Path) -> None:
+        if not self.dist.is_main:
+            return
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(

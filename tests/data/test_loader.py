@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from framework.data.datasets.shapes import ShapesDataset, generate_shapes
-from framework.data.loader import Batch, build_dataloader, collate
+from framework.data.loader import Batch, GroupedBatchSampler, build_dataloader, collate
 
 
 def _sample(h: int, w: int, n_boxes: int, image_id: int) -> tuple[tv_tensors.Image, dict]:
@@ -123,3 +123,49 @@ def test_shapes_end_to_end(tmp_path: Path) -> None:
     for (h, w), t in zip(batch.image_sizes, batch.targets):
         assert t["boxes"].shape[0] == t["labels"].shape[0] >= 1
         assert (t["boxes"][:, 2] <= w).all() and (t["boxes"][:, 3] <= h).all()
+
+
+class _Counting(_Numbered):
+    def __init__(self) -> None:
+        self.loaded: list[int] = []
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        self.loaded.append(int(i))
+        return super().__getitem__(i)
+
+
+def test_order_is_a_function_of_seed_and_epoch_and_resume_skips_without_loading() -> None:
+    ds = _Counting()
+    loader = build_dataloader(ds, batch_size=4, shuffle=True, seed=7)
+    epochs = []
+    for epoch in range(2):
+        loader.batch_sampler.set_epoch(epoch)
+        epochs.append(_run(loader)[0])
+    assert epochs[0] != epochs[1] and sorted(epochs[0]) == list(range(24))
+    # a fresh loader (a resumed run) reproduces epoch 1, and starting at its batch 4 loads only the last 2 batches
+    fresh = build_dataloader(ds, batch_size=4, shuffle=True, seed=7)
+    ds.loaded.clear()
+    fresh.batch_sampler.set_epoch(1, start_batch=4)
+    assert len(fresh) == 2
+    assert _run(fresh)[0] == epochs[1][16:]
+    assert ds.loaded == epochs[1][16:]
+
+
+def test_ranks_read_disjoint_shards_with_equal_batch_counts() -> None:
+    ds = _Numbered()
+    shards = []
+    for rank in range(3):
+        loader = build_dataloader(ds, batch_size=2, shuffle=True, seed=1, drop_last=True, rank=rank, world_size=3)
+        loader.batch_sampler.set_epoch(0)
+        shards.append(_run(loader)[0])
+    assert [len(s) for s in shards] == [8, 8, 8]
+    assert sorted(sum(shards, [])) == list(range(24))
+
+
+def test_grouped_batches_have_a_fixed_count_per_epoch() -> None:
+    groups = [0] * 13 + [1] * 11  # 6 + 5 full batches of 2, and one left over in each group
+    sampler = GroupedBatchSampler(list(range(24)), groups, batch_size=2, drop_last=True)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 12  # the two leftovers form a mixed batch
+    assert sorted(i for b in batches for i in b) == list(range(24))
+    assert sum(len({groups[i] for i in b}) > 1 for b in batches) == 1
