@@ -27,7 +27,7 @@ from framework.data.loader import Batch, build_dataloader
 from framework.data.pipeline_dataset import PipelineDataset
 from framework.engine import distributed
 from framework.engine.checkpoint import (
-    find_last_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
+    CheckpointError, find_last_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
 )
 from framework.engine.ema import ModelEMA
 from framework.engine.logging import MetricsWriter, log_to_files
@@ -548,11 +548,22 @@ class Runner:
             logger.info(f"{path} has already trained {trained} epochs (trainer.max_epochs={self.max_epochs}): nothing "
                         f"to do. To train longer, raise it: trainer.max_epochs={trained + max(trained, 1)} resume=…")
             return False
-        self.model.load_state_dict(ckpt["train_model"] if ckpt.get("train_model") is not None else ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["train_model"] if ckpt.get("train_model") is not None else ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise CheckpointError(f"{path} does not fit this model ({' '.join(first[:2])[:300]}); resume a "
+                                  "checkpoint of the same model config.") from None
         if self.ema is not None:
             self.ema.load_state_dict({"module": ckpt["model"], **(ckpt.get("ema") or {"updates": 0})})
         if ckpt.get("optimizer") is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except ValueError as exc:  # other parameter groups: optimizer.paramwise or the model changed
+                raise CheckpointError(
+                    f"Cannot resume the optimizer of {path}: {exc}. Its parameter groups differ from this config's "
+                    "(optimizer.paramwise, the optimizer or the model changed since it was written); resume with the "
+                    "run's own config, or start a new run.") from None
         if ckpt.get("scheduler") is not None and self.scheduler is not None:
             load_scheduler_position(self.scheduler, ckpt["scheduler"])
         if ckpt.get("scaler") is not None and self.scaler.is_enabled():

@@ -92,3 +92,9 @@ def test_resume_errors_are_clear(repo_root, shapes_root, tmp_path):
     proc = subprocess.run([*base, f"resume={tmp_path}/nope.pth", f"hydra.run.dir={tmp_path}/y"], cwd=repo_root,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and f"no checkpoint at {tmp_path}/nope.pth" in proc.stderr
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}, "epoch": 0, "iter": 3, "config": {}}, foreign)
+    proc = subprocess.run([*base, f"resume={foreign}", f"hydra.run.dir={tmp_path}/z"], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and f"{foreign} does not fit this model" in proc.stderr
+    assert "Traceback" not in proc.stderr
