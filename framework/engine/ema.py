@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from framework.config.validation import ConfigError
+
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside DataParallel / DistributedDataParallel (their state-dict keys carry a ``module.`` prefix)."""
@@ -35,10 +37,10 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"trainer.ema.decay must be in (0, 1) (e.g. 0.9999: an average over the last ~10,000 "
+            raise ConfigError(f"trainer.ema.decay must be in (0, 1) (e.g. 0.9999: an average over the last ~10,000 "
                              f"steps), got {decay}.")
         if not tau > 0.0:
-            raise ValueError(f"trainer.ema.tau must be > 0 (updates over which the decay ramps up from 0), got {tau}.")
+            raise ConfigError(f"trainer.ema.tau must be > 0 (updates over which the decay ramps up from 0), got {tau}.")
         self.decay, self.tau, self.updates = float(decay), float(tau), int(updates)
         self.module = copy.deepcopy(unwrap_model(model)).eval()
         self.module.requires_grad_(False)

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from framework.config.validation import ConfigError
+
 OPTIMIZER_SETTINGS = ("paramwise", "auto_scale_lr")
 NORM_TYPES = (_NormBase, _BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -40,9 +42,10 @@ def _check_mults(model: nn.Module, names: list[str], **tables: Mapping[str, floa
     for table_name, table in tables.items():
         for key, mult in table.items():
             if mult < 0:
-                raise ValueError(f"{table_name}[{key!r}] must be >= 0, got {mult}")
+                raise ConfigError(f"optimizer.paramwise.{table_name}[{key!r}] must be >= 0, got {mult}")
             if not any(n == key or n.startswith(key + ".") for n in names):
-                raise ValueError(f"{table_name} key {key!r} matches no parameter; top-level modules are: {top}")
+                raise ConfigError(f"optimizer.paramwise.{table_name} key {key!r} matches no parameter; parameter names "
+                                  f"start with the top-level modules: {top}")
 
 
 def param_groups(
@@ -65,7 +68,8 @@ def param_groups(
     """
     lr_mult, decay_mult = dict(lr_mult or {}), dict(decay_mult or {})
     if norm_decay_mult < 0 or bias_decay_mult < 0:
-        raise ValueError(f"norm_decay_mult and bias_decay_mult must be >= 0, got {norm_decay_mult}, {bias_decay_mult}")
+        raise ConfigError(f"optimizer.paramwise.norm_decay_mult and bias_decay_mult must be >= 0, got "
+                          f"{norm_decay_mult}, {bias_decay_mult}")
     named = list(model.named_parameters())  # each shared parameter once, under its first name
     _check_mults(model, [n for n, _ in named], lr_mult=lr_mult, decay_mult=decay_mult)
     norm_params = {id(p) for m in model.modules() if is_norm(m) for p in m.parameters(recurse=False)}

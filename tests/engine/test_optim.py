@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from framework.config import CONFIG_DIR
+from framework.config.validation import ConfigError
 from framework.engine.optim import OPTIMIZER_SETTINGS, build_optimizer, param_groups, scaled_lr, split_optimizer_node
 
 OPTIMIZER_YAMLS = sorted((CONFIG_DIR / "optimizer").glob("*.yaml"))
@@ -99,8 +100,8 @@ def test_groups_are_few_and_deterministic():
 
 
 def test_typo_and_negative_mults_raise():
-    with pytest.raises(ValueError, match=r"lr_mult key 'backbon' matches no parameter; top-level modules are: "
-                                         r"backbone, neck, head"):
+    with pytest.raises(ConfigError, match=r"optimizer.paramwise.lr_mult key 'backbon' matches no parameter; "
+                                          r"parameter names start with the top-level modules: backbone, neck, head"):
         param_groups(Tiny(), 0.1, 1e-4, lr_mult={"backbon": 0.1})
     with pytest.raises(ValueError, match="decay_mult key 'head.weights'"):
         param_groups(Tiny(), 0.1, 1e-4, decay_mult={"head.weights": 0.1})
