@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from framework.data.transforms import Normalize
 from framework.data.transforms.pipeline import iter_transforms
+from framework.fileio import atomic_write
 
 __all__ = ["PALETTE", "draw", "draw_detections", "find_normalize", "plot_results", "to_uint8"]
 
@@ -195,13 +195,6 @@ def plot_results(metrics_jsonl: str | os.PathLike[str], out_png: str | os.PathLi
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as f:
+        fig.savefig(f, format="png", dpi=100)
     return out

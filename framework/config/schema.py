@@ -7,7 +7,7 @@ checked against their class signature instead (see `validation.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -101,9 +101,52 @@ class EvalResultsConfig(TrainConfig):
     results: str = MISSING  # a COCO-format results JSON (list of image_id, category_id, bbox, score)
 
 
+@dataclass
+class InferConfig(TrainConfig):
+    checkpoint: str = MISSING
+    input: str = MISSING  # an image, a folder of images, or a quoted glob pattern
+    output: Optional[str] = None  # default: <run dir of the checkpoint>/infer_<time>
+    score_thr: float = 0.3  # detections below are neither drawn nor written
+    batch_size: int = 8  # images per forward pass
+    save_images: bool = True  # write each image with its boxes drawn (the JSON is always written)
+
+
+@dataclass
+class AnalyzeConfig(TrainConfig):
+    input_size: List[int] = field(default_factory=lambda: [800, 1333])  # (height, width) of the analysed input
+    batch_size: int = 1
+    latency_runs: int = 20  # timed forward passes (after warm-up) for the latency figures
+    out: Optional[str] = None  # JSON report path; default: <run dir>/analysis.json
+
+
+@dataclass
+class ExportConfig(TrainConfig):
+    checkpoint: str = MISSING
+    format: str = "onnx"
+    output: Optional[str] = None  # default: next to the checkpoint, <checkpoint name>.onnx
+    nms: bool = True  # post-processing (decoding, score threshold, NMS) inside the exported graph
+    dynamic: bool = True  # dynamic batch and image size where the model allows
+    opset: int = 18
+    input_size: List[int] = field(default_factory=lambda: [640, 640])  # (height, width) of the tracing input
+    verify: bool = True  # compare onnxruntime's detections with PyTorch's on sample images
+    verify_images: Optional[str] = None  # images for the check; default: the checkpoint dataset's val images
+    num_verify: int = 4
+
+
+@dataclass
+class PlotRunConfig(TrainConfig):
+    run_dir: str = MISSING  # a training run folder (work_dirs/<experiment>/<time>)
+    checkpoint: Optional[str] = None  # for the PR/F1/confusion plots; default: the run's best.pth, else last.pth
+    plots: bool = True  # also evaluate the checkpoint to redraw the PR/F1/confusion plots (needs the dataset)
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="test_schema", node=TestConfig)
     cs.store(name="browse_schema", node=BrowseConfig)
     cs.store(name="eval_results_schema", node=EvalResultsConfig)
+    cs.store(name="infer_schema", node=InferConfig)
+    cs.store(name="analyze_schema", node=AnalyzeConfig)
+    cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="plot_run_schema", node=PlotRunConfig)

@@ -239,6 +239,18 @@ class Runner:
             max_time=t.max_time, vis_images=t.vis_images, find_unused_parameters=t.find_unused_parameters, **kwargs,
         )
 
+    @classmethod
+    def for_checkpoint(cls, checkpoint: str | Path, cfg: DictConfig, overrides: list[str]) -> "Runner":
+        """An evaluation runner for a saved checkpoint: its own config, with the command line's `overrides` taken
+        from the freshly composed `cfg` (tools/test.py, tools/plot_run.py)."""
+        from framework.config.overrides import merge_saved_config
+
+        ckpt = load_checkpoint(checkpoint)
+        runner = cls.from_config(merge_saved_config(ckpt["config"], cfg, overrides), training=False)
+        runner.model.load_state_dict(ckpt["model"])
+        runner.epoch = ckpt.get("epoch", 0)
+        return runner
+
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> dict[str, Any]:
         if self.train_loader is None or self.optimizer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,20 @@ def test_train_and_test_on_voc_and_cityscapes_layouts(repo_root, tmp_path, reque
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["bbox"]
     assert metrics[metric] == pytest.approx(val[0][metric], abs=1e-12)
     assert (tmp_path / "e" / "confusion_matrix.png").is_file()
+
+
+def test_plot_run_redraws_a_runs_figures(trained_run, repo_root, tmp_path):
+    figures = ["results.png", "pr_curve.png", "f1_curve.png", "confusion_matrix.png"]
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    for name in figures:
+        (copy / name).unlink(missing_ok=True)
+    run(repo_root, "tools/plot_run.py", str(copy), "plots=false")  # a bare folder argument; curves only
+    assert (copy / "results.png").stat().st_size > 10_000 and not (copy / "pr_curve.png").exists()
+    (copy / "results.png").unlink()
+    proc = run(repo_root, "tools/plot_run.py", f"run_dir={copy}")
+    assert all((copy / name).is_file() for name in figures), sorted(p.name for p in copy.iterdir())
+    assert "Average Precision" in proc.stdout + proc.stderr  # best.pth was evaluated for the PR/F1/confusion plots
+    bad = subprocess.run([sys.executable, "tools/plot_run.py", str(tmp_path / "nope")], cwd=repo_root,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "metrics.jsonl does not exist" in bad.stderr and "Traceback" not in bad.stderr
