@@ -241,6 +241,10 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
         def main() -> Any:
             import hydra
 
+            if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # the tool's own usage first, then Hydra's
+                doc = sys.modules[task.__module__].__doc__
+                if doc:
+                    print(doc.strip() + "\n")
             try:
                 sys.argv[1:] = expand_group_shortcuts(sys.argv[1:])
                 if not _full_error():
