@@ -51,7 +51,7 @@ def _select_parent(cfg: DictConfig, path: Sequence[str]) -> tuple[Any, int]:
     """Walk `path` as far as it exists; return the last node reached and how many parts were found."""
     node: Any = cfg
     for depth, part in enumerate(path):
-        if isinstance(node, DictConfig) and part in node:
+        if isinstance(node, DictConfig) and part in node.keys():  # `in node` is False for a `???` value
             node = node._get_node(part)
             node = node if isinstance(node, (DictConfig, ListConfig)) else None
             if node is None:
