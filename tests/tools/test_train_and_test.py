@@ -153,3 +153,11 @@ def test_plot_run_redraws_a_runs_figures(trained_run, repo_root, tmp_path):
     bad = subprocess.run([sys.executable, "tools/plot_run.py", str(tmp_path / "nope")], cwd=repo_root,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "metrics.jsonl does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("tool", ["train", "test", "infer", "analyze", "export", "plot_run", "eval_results",
+                                  "browse_dataset"])
+def test_every_tool_explains_itself_in_help(repo_root, tool):
+    proc = run(repo_root, f"tools/{tool}.py", "--help")
+    doc = (repo_root / "tools" / f"{tool}.py").read_text().split('"""')[1].strip().splitlines()[0]
+    assert proc.stdout.startswith(doc) and "== Configuration groups ==" in proc.stdout
