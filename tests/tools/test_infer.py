@@ -17,15 +17,12 @@ from framework import Detector
 from framework.inference import find_images, load_image
 from framework.visualization import draw_detections
 
-from .test_train_and_test import FAST, run
+from .test_train_and_test import run
 
 
 @pytest.fixture(scope="module")
-def checkpoint(repo_root: Path, shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("infer") / "run"
-    run(repo_root, "tools/train.py", *FAST, "trainer.max_epochs=1", f"dataset.root={shapes_root}",
-        f"hydra.run.dir={run_dir}")
-    return run_dir / "checkpoints" / "last.pth"
+def checkpoint(one_epoch_run: Path) -> Path:
+    return one_epoch_run / "checkpoints" / "last.pth"
 
 
 @pytest.fixture(scope="module")

@@ -94,15 +94,18 @@ class AnchorGenerator:
 
     def grid_anchors(self, feature_sizes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
         """All anchors [A, 4] (XYXY, input pixels) for the given per-level feature sizes; cached per shape."""
-        def build() -> Tensor:
-            per_level = []
-            strides = _level_strides(feature_sizes, self.strides, self.torchvision_style)
-            for (h, w), stride, base in zip(feature_sizes, strides, self.base_anchors):
-                centers = _grid_centers(h, w, stride, self.center_offset).repeat(1, 2).reshape(-1, 1, 4)
-                per_level.append((centers + base[None]).reshape(-1, 4))
-            return torch.cat(per_level).to(device)
+        return self._cache.get((tuple(tuple(s) for s in feature_sizes), str(device)),
+                               lambda: self.compute(feature_sizes, device))
 
-        return self._cache.get((tuple(tuple(s) for s in feature_sizes), str(device)), build)
+    def compute(self, feature_sizes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
+        """`grid_anchors` without the cache: plain tensor ops on the sizes, so `torch.export` records them in the
+        graph when the sizes are symbolic (an ONNX export with dynamic image size, `framework/export.py`)."""
+        per_level = []
+        strides = _level_strides(feature_sizes, self.strides, self.torchvision_style)
+        for (h, w), stride, base in zip(feature_sizes, strides, self.base_anchors):
+            centers = _grid_centers(h, w, stride, self.center_offset).repeat(1, 2).reshape(-1, 1, 4)
+            per_level.append((centers + base[None]).reshape(-1, 4))
+        return torch.cat(per_level).to(device)
 
 
 class PointGenerator:
@@ -120,15 +123,17 @@ class PointGenerator:
         self._cache = _ShapeCache()
 
     def grid_points(self, feature_sizes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
-        def build() -> tuple[Tensor, Tensor]:
-            pts, strides = [], []
-            spacing = _level_strides(feature_sizes, self.strides, self.torchvision_style)
-            for (h, w), stride, step in zip(feature_sizes, self.strides, spacing):
-                pts.append(_grid_centers(h, w, step, self.offset))
-                strides.append(torch.full((h * w,), float(stride)))
-            return torch.cat(pts).to(device), torch.cat(strides).to(device)
+        return self._cache.get((tuple(tuple(s) for s in feature_sizes), str(device)),
+                               lambda: self.compute(feature_sizes, device))
 
-        return self._cache.get((tuple(tuple(s) for s in feature_sizes), str(device)), build)
+    def compute(self, feature_sizes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+        """`grid_points` without the cache (traceable with symbolic sizes, see `AnchorGenerator.compute`)."""
+        pts, strides = [], []
+        spacing = _level_strides(feature_sizes, self.strides, self.torchvision_style)
+        for (h, w), stride, step in zip(feature_sizes, self.strides, spacing):
+            pts.append(_grid_centers(h, w, step, self.offset))
+            strides.append(torch.full((h * w,), float(stride)))
+        return torch.cat(pts).to(device), torch.cat(strides).to(device)
 
 
 __all__ = ["AnchorGenerator", "PointGenerator"]

@@ -1,0 +1,508 @@
+"""Ship a trained detector as ONNX, and check that onnxruntime finds the detections PyTorch finds.
+
+The exported graph starts after pre-processing (decode, resize, normalize and padding stay with the caller, as in
+`Detector.preprocess` + `collate`) and takes two inputs:
+
+- `images` `[B, 3, H, W]` float32: the normalized batch, padded bottom/right (H, W multiples of 32 for a dynamic
+  export);
+- `image_sizes` `[B, 2]` int64: each image's (h, w) before padding. Boxes are clipped to it, exactly as the
+  PyTorch model clips them to `image_sizes`; a batch of one unpadded image passes its own H, W.
+
+With `nms=True` (the default) decoding, score threshold, top-k, class-aware NMS and `max_per_img` run inside the
+graph and the outputs have a fixed shape, padded to K = the head's `max_per_img` (what TensorRT's EfficientNMS and
+most serving stacks expect): `boxes [B, K, 4]` (XYXY, pixels of the resized input image), `scores [B, K]`, `labels
+[B, K]` (int64, -1 in padding) and `num_detections [B]`; rows are sorted by score, rows past `num_detections` are
+zero. With `nms=False` the graph stops before the candidate selection: `boxes [B, N, 4]` (every prior decoded and
+clipped) and `scores [B, N, C]` (per-class probabilities), for a user's own NMS.
+
+Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript). The legacy TorchScript exporter is
+deprecated in this torch and traces image sizes as tensors, so the prior grids and the per-level top-k (sizes that
+follow the input) would need a second, tensor-valued implementation; torch.export keeps sizes symbolic integers,
+and the heads' own forward and prior generators run unchanged. NMS is `torchvision.ops.nms`, which onnxscript's
+torchlib translates to ONNX NonMaxSuppression; the data-dependent counts (candidates above the threshold, boxes
+kept) stay tensors inside the graph, never Python branches. `select_detections` re-states `topk_per_level` +
+`Postprocessor` in that form and is checked against the model's `predict` bit for bit (tests/test_export.py).
+Dynamic exports trace a batch of 2 at a size where every pyramid level has at least 2×2 cells: torch.export
+specializes a dimension it sees as 1.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from framework.data.loader import collate
+from framework.fileio import atomic_write
+from framework.models.heads import FCOSHead, RetinaHead, YOLOHead
+from framework.models.ops.postprocess import Postprocessor
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("onnx",)
+SIZE_DIVISOR = 32  # `collate` pads to it; a dynamic export declares H and W as multiples of it
+INSTALL_HINT = 'pip install -e ".[export]"'
+
+
+class ExportError(ValueError):
+    """The model (or an export setting) cannot be exported; the message says what to change."""
+
+
+class ExportDependencyError(ImportError):
+    """onnx / onnxscript / onnxruntime is missing."""
+
+
+# --- dense predictions: every prior decoded, before any selection --------------------------------------------
+
+def _retina_dense(head: RetinaHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
+    cls_logits, deltas, sizes = head(feats)
+    anchors = head.anchor_generator.compute(sizes, cls_logits.device)
+    boxes = head.box_coder.decode(deltas.float(), anchors)
+    na = head.anchor_generator.num_base_anchors
+    return boxes, cls_logits.sigmoid(), [h * w * na for h, w in sizes]
+
+
+def _fcos_dense(head: FCOSHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
+    cls_logits, dist, ctr_logits, sizes = head(feats)
+    points, strides = head.points.compute(sizes, cls_logits.device)
+    scores = torch.sqrt(cls_logits.sigmoid() * ctr_logits.sigmoid()[..., None])
+    return head.box_coder.decode(dist.float(), points, strides), scores, [h * w for h, w in sizes]
+
+
+def _yolo_dense(head: YOLOHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
+    cls_logits, dist, sizes = head(feats)
+    points, strides = head.point_generator.compute(sizes, cls_logits.device)
+    return head.box_coder.decode(dist.float(), points, strides), cls_logits.sigmoid(), [h * w for h, w in sizes]
+
+
+# The heads whose `predict` is "dense scores → topk_per_level → decode → Postprocessor": each function above is
+# that `predict` up to the candidate selection, over all priors (decoding is elementwise, so decoding everything
+# then gathering equals PyTorch's gather-then-decode bit for bit). Two-stage heads (Faster R-CNN) are not here:
+# their second stage runs on a data-dependent set of proposals per image.
+DENSE_HEADS: dict[type, Callable[[Any, Sequence[Tensor]], tuple[Tensor, Tensor, list]]] = {
+    RetinaHead: _retina_dense, FCOSHead: _fcos_dense, YOLOHead: _yolo_dense,
+}
+
+
+def _dense_fn(model: nn.Module) -> Callable[[Any, Sequence[Tensor]], tuple[Tensor, Tensor, list]]:
+    head = getattr(model, "head", None)
+    for cls, fn in DENSE_HEADS.items():
+        if isinstance(head, cls):
+            return fn
+    supported = ", ".join(c.__name__ for c in DENSE_HEADS)
+    raise ExportError(f"ONNX export supports the one-stage heads ({supported}); this model's head is "
+                      f"{type(head).__name__}.")
+
+
+def clip_to_images(boxes: Tensor, image_sizes: Tensor) -> Tensor:
+    """Clip `[B, N, 4]` boxes to each image's (h, w) `[B, 2]`, as `clip_boxes` does in PyTorch."""
+    upper = image_sizes.flip(-1).to(boxes.dtype).repeat(1, 2)[:, None, :]
+    return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def select_detections(boxes: Tensor, scores: Tensor, level_sizes: Sequence[Any], post: Postprocessor
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`Postprocessor` with fixed-shape outputs: per level top-`nms_pre`, score threshold, class-aware NMS over the
+    whole batch (group = image × class), then the best `max_per_img` of each image, padded.
+
+    The same steps as `topk_per_level` + `Postprocessor`, written without Python decisions on tensor values: the
+    per-level k is `sym_min(nms_pre, n)` (symbolic when the size is), candidates below the threshold are dropped
+    with `nonzero` (a data-dependent size inside the graph), NMS uses torchvision's coordinate-offset trick with the
+    same offset as `batched_nms` (the largest coordinate among the candidates), and per-image truncation is a top-k
+    over the kept scores instead of a loop over images."""
+    batch, _, num_classes = scores.shape
+    k_out = post.max_per_img
+    cand_scores, cand_idx, start = [], [], 0
+    for n in level_sizes:
+        flat = scores[:, start:start + n].reshape(batch, -1)
+        s, i = flat.topk(torch.sym_min(post.nms_pre, n * num_classes), dim=1)
+        cand_scores.append(s)
+        cand_idx.append(i + start * num_classes)
+        start = start + n
+    s, idx = torch.cat(cand_scores, 1), torch.cat(cand_idx, 1)  # [B, M]
+    labels = idx % num_classes
+    cand_boxes = boxes.gather(1, (idx // num_classes)[..., None].expand(-1, -1, 4))
+    valid = s > post.score_thr
+    if post.min_size > 0:
+        wh = cand_boxes[..., 2:] - cand_boxes[..., :2]
+        valid = valid & (wh >= post.min_size).all(-1)
+
+    image_idx = torch.arange(batch, device=s.device)[:, None].expand_as(labels)
+    groups = (image_idx if post.class_agnostic else image_idx * num_classes + labels).reshape(-1)
+    max_coordinate = torch.where(valid[..., None], cand_boxes, torch.zeros_like(cand_boxes)).max()
+    shifted = cand_boxes.reshape(-1, 4) + (groups.to(cand_boxes.dtype) * (max_coordinate + 1))[:, None]
+    flat_scores = s.reshape(-1)
+    candidates = valid.reshape(-1).nonzero().squeeze(1)
+    kept = candidates[torchvision.ops.nms(shifted[candidates], flat_scores[candidates], post.nms_iou_thr)]
+
+    # kept scores in place, -1 elsewhere; K more -1 columns so the top-K exists even with fewer than K candidates
+    kept_scores = torch.full_like(flat_scores, -1.0).scatter(0, kept, flat_scores[kept]).reshape(batch, -1)
+    pad = kept_scores.new_full((batch, k_out), -1.0)
+    ranked, order = torch.cat([kept_scores, pad], 1).topk(k_out, dim=1)
+    is_det = ranked > -0.5
+    out_boxes = torch.cat([cand_boxes, cand_boxes.new_zeros(batch, k_out, 4)], 1).gather(
+        1, order[..., None].expand(-1, -1, 4))
+    out_labels = torch.cat([labels, labels.new_zeros(batch, k_out)], 1).gather(1, order)
+    return (torch.where(is_det[..., None], out_boxes, torch.zeros_like(out_boxes)),
+            torch.where(is_det, ranked, torch.zeros_like(ranked)),
+            torch.where(is_det, out_labels, torch.full_like(out_labels, -1)),
+            is_det.sum(1))
+
+
+class ExportWrapper(nn.Module):
+    """The graph that gets exported: `(images, image_sizes)` → fixed-shape detections (`nms=True`) or dense
+    decoded boxes and scores (`nms=False`); see the module docstring for shapes. Runs eagerly too, which is how
+    its post-processing is checked against the model's own `predict`."""
+
+    def __init__(self, model: nn.Module, nms: bool = True) -> None:
+        super().__init__()
+        self.dense = _dense_fn(model)
+        self.model, self.nms = model, nms
+        post = model.head.postprocess
+        if nms and post.nms_type != "nms":
+            raise ExportError(f"model.head.nms_type={post.nms_type} has no ONNX operator (only plain NMS has: ONNX "
+                              "NonMaxSuppression). Export with nms=false and run it yourself, or override "
+                              "model.head.nms_type=nms.")
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["boxes", "scores", "labels", "num_detections"] if self.nms else ["boxes", "scores"]
+
+    def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
+        boxes, scores, level_sizes = self.dense(self.model.head, self.model.extract_features(images))
+        boxes = clip_to_images(boxes, image_sizes)
+        if not self.nms:
+            return boxes, scores.float()
+        return select_detections(boxes, scores.float(), level_sizes, self.model.head.postprocess)
+
+
+# --- export --------------------------------------------------------------------------------------------------
+
+def _require(*modules: str) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ExportDependencyError(
+                f"{name} is not installed; ONNX export and its check need onnx, onnxscript and onnxruntime: "
+                f"{INSTALL_HINT}") from exc
+
+
+def _dynamic_shapes(batch_max: int = 1024, side_max: int = 16384) -> dict[str, dict[int, Any]]:
+    Dim = torch.export.Dim
+    batch = Dim("batch", min=1, max=batch_max)
+    h = Dim("height", min=1, max=side_max // SIZE_DIVISOR) * SIZE_DIVISOR
+    w = Dim("width", min=1, max=side_max // SIZE_DIVISOR) * SIZE_DIVISOR
+    return {"images": {0: batch, 2: h, 3: w}, "image_sizes": {0: batch}}
+
+
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The ONNX optimizer logs every rewrite at INFO, which the tools' logging (root at INFO) would print."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@torch.no_grad()
+def _tracing_size(model: nn.Module, h: int, w: int) -> tuple[int, int]:
+    """`(h, w)`, doubled until every pyramid level is at least 2×2: torch.export specializes a dimension whose
+    example size is 1 (and restricts the input size to the range where it stays 1), so a dynamic export must not
+    see one. A 128-px input has a 1×1 P7 in the RetinaNet and FCOS configs; 256 px gives 2×2."""
+    device = next(model.parameters()).device
+    for _ in range(8):
+        feats = model.extract_features(torch.zeros(1, 3, h, w, device=device))
+        if min(min(f.shape[-2:]) for f in feats) >= 2:
+            break
+        h, w = h * 2, w * 2
+    return h, w
+
+
+def _to_onnx(wrapper: ExportWrapper, input_size: tuple[int, int], dynamic: bool, opset: int) -> Any:
+    h, w = _tracing_size(wrapper.model, *input_size) if dynamic else input_size
+    # a dynamic export traces a batch of 2, for the same reason
+    batch = 2 if dynamic else 1
+    device = next(wrapper.parameters()).device
+    images = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    sizes = torch.tensor([[h, w]] * batch, dtype=torch.int64, device=device)
+    with warnings.catch_warnings(), _quiet_loggers("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+        warnings.simplefilter("ignore")  # torch.export's and torchvision's deprecation chatter
+        return torch.onnx.export(
+            wrapper, (images, sizes), None, dynamo=True, opset_version=opset, verbose=False,
+            input_names=["images", "image_sizes"], output_names=wrapper.output_names,
+            dynamic_shapes=_dynamic_shapes() if dynamic else None)
+
+
+def export_onnx(detector_or_model: Any, path: str | Path, input_size: Sequence[int] = (640, 640), nms: bool = True,
+                dynamic: bool = True, opset: int = 18, metadata: dict[str, str] | None = None) -> Path:
+    """Export to `path` (written atomically: a temporary file in the same folder, then a rename) and return it.
+
+    `detector_or_model` is a `framework.inference.Detector` (its class names go into the file's metadata) or a
+    `framework.models.Detector`. `input_size` (h, w) is the tracing input, and the fixed size of a static export.
+    `dynamic=True` makes batch, height and width free (height and width multiples of 32); a model that cannot be
+    exported so is exported with the fixed `input_size` and batch 1 instead, with a warning saying why."""
+    _require("onnx", "onnxscript")
+    model = getattr(detector_or_model, "model", detector_or_model)
+    if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
+        raise ExportError(f"input_size must be [height, width], got {list(input_size)}")
+    h, w = (int(v) for v in input_size)
+    if dynamic and (h % SIZE_DIVISOR or w % SIZE_DIVISOR):
+        rounded = [math.ceil(v / SIZE_DIVISOR) * SIZE_DIVISOR for v in (h, w)]
+        raise ExportError(f"input_size={[h, w]}: a dynamic export traces with a padded batch, so height and width "
+                          f"must be multiples of {SIZE_DIVISOR} (e.g. input_size={rounded}), or use dynamic=false.")
+    was_training = model.training
+    model.eval()
+    wrapper = ExportWrapper(model, nms).eval()
+    try:
+        try:
+            program = _to_onnx(wrapper, (h, w), dynamic, opset)
+        except Exception as exc:  # noqa: BLE001 - any tracing failure: fall back to what the model allows
+            if not dynamic:
+                raise
+            reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            log.warning("This model does not export with a dynamic batch and image size (%s); exporting with a "
+                        "fixed input of 1x3x%dx%d instead.", reason[:300], h, w)
+            dynamic = False
+            program = _to_onnx(wrapper, (h, w), False, opset)
+    finally:
+        model.train(was_training)
+
+    proto = program.model_proto
+    if not nms and dynamic:  # the prior count is a long expression of height and width; give it a name
+        for output in proto.graph.output:
+            output.type.tensor_type.shape.dim[1].dim_param = "num_priors"
+    classes = getattr(detector_or_model, "classes", None)
+    props = {"framework.outputs": ",".join(wrapper.output_names), "framework.nms": str(nms).lower(),
+             "framework.dynamic": str(dynamic).lower(), "framework.input_size": json.dumps([h, w]),
+             "framework.num_classes": str(model.num_classes),
+             "framework.score_thr": str(model.head.postprocess.score_thr),
+             "framework.max_detections": str(model.head.postprocess.max_per_img)}
+    if classes:
+        props["framework.classes"] = json.dumps(list(classes))
+    props.update(metadata or {})
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(proto.SerializeToString())
+    return path
+
+
+def describe_onnx(path: str | Path) -> str:
+    """The graph's inputs and outputs with their shapes, e.g. `images [batch, 3, height, width] float32`."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def fmt(value: Any) -> str:
+        t = value.type.tensor_type
+        dims = ", ".join(d.dim_param or str(d.dim_value) for d in t.shape.dim)
+        return f"{value.name} [{dims}] {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)}"
+
+    return (f"inputs: {'; '.join(fmt(v) for v in model.graph.input)}\n"
+            f"outputs: {'; '.join(fmt(v) for v in model.graph.output)}")
+
+
+# --- verification --------------------------------------------------------------------------------------------
+
+@dataclass
+class VerifyReport:
+    """onnxruntime vs PyTorch on the same inputs. `outputs` is "detections" (nms=True: matched detections) or
+    "dense" (nms=False: every prior's box and class scores)."""
+
+    outputs: str
+    images: int
+    compared: int = 0  # detections matched (or dense priors compared)
+    max_box_diff: float = 0.0  # pixels
+    max_score_diff: float = 0.0
+    problems: list[str] = field(default_factory=list)  # count or label mismatches, unmatched detections
+    onnx_ms: float = 0.0  # per image
+    torch_ms: float = 0.0
+    atol: float = 1e-3
+    score_atol: float = 1e-4
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.max_box_diff <= self.atol and self.max_score_diff <= self.score_atol
+
+    def summary(self) -> str:
+        what = "detections" if self.outputs == "detections" else "priors (boxes and class scores)"
+        lines = [f"ONNX check {'passed' if self.ok else 'FAILED'} on {self.images} image(s): {self.compared} {what} "
+                 f"compared; max box difference {self.max_box_diff:.2e} px (tolerance {self.atol:g}), max score "
+                 f"difference {self.max_score_diff:.2e} (tolerance {self.score_atol:g})",
+                 f"latency per image: onnxruntime {self.onnx_ms:.1f} ms, PyTorch {self.torch_ms:.1f} ms (CPU)"]
+        lines += [f"  {p}" for p in self.problems[:10]]
+        if len(self.problems) > 10:
+            lines.append(f"  … and {len(self.problems) - 10} more")
+        return "\n".join(lines)
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ExportDependencyError(f"onnxruntime is not installed; it runs the exported model for the check: "
+                                    f"{INSTALL_HINT} (or verify=false to skip the check).") from exc
+    return onnxruntime
+
+
+def match_detections(a: dict[str, Tensor], b: dict[str, Tensor]) -> list[tuple[int, int]]:
+    """Pairs (i in a, j in b) of detections with the same label, both lists sorted by score.
+
+    In order when that pairs every detection with one of its own label at about the same place; otherwise (near-
+    equal scores ranked differently by the two runtimes) greedily by the smallest box distance (L∞) plus score
+    difference, so a reordering is not reported as a mismatch but a missing or moved detection is."""
+    n = min(len(a["scores"]), len(b["scores"]))
+    if len(a["scores"]) == len(b["scores"]) and bool((a["labels"] == b["labels"]).all()) and (
+            n == 0 or float((a["boxes"] - b["boxes"]).abs().max()) < 1.0):
+        return [(i, i) for i in range(n)]
+    cost = (a["boxes"][:, None] - b["boxes"][None]).abs().amax(-1) + (a["scores"][:, None] - b["scores"][None]).abs()
+    cost[a["labels"][:, None] != b["labels"][None]] = math.inf
+    pairs, used_a, used_b = [], set(), set()
+    for flat in cost.flatten().argsort().tolist():
+        i, j = divmod(flat, cost.shape[1])
+        if not math.isfinite(float(cost[i, j])):
+            break
+        if i not in used_a and j not in used_b:
+            pairs.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
+    return pairs
+
+
+def _pad_batch(images: Sequence[Tensor], fixed: tuple[int, int] | None = None
+               ) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    """A padded batch as `collate` makes it, or padded to exactly `fixed` (h, w) for a static graph."""
+    batch = collate([(im, {}) for im in images], size_divisor=SIZE_DIVISOR)
+    padded = batch.images
+    if fixed is not None:
+        padded = padded.new_zeros(len(images), padded.shape[1], *fixed)
+        for i, im in enumerate(images):
+            padded[i, :, :im.shape[-2], :im.shape[-1]] = im
+    return padded, torch.tensor(batch.image_sizes, dtype=torch.int64), batch.image_sizes
+
+
+def _fit(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Shrink a preprocessed image (keeping its aspect ratio) so it fits a static graph's input size."""
+    h, w = image.shape[-2:]
+    scale = min(size[0] / h, size[1] / w)
+    if scale >= 1:
+        return image
+    new = (min(size[0], round(h * scale)), min(size[1], round(w * scale)))
+    return torch.nn.functional.interpolate(image[None], size=new, mode="bilinear", align_corners=False)[0]
+
+
+@torch.no_grad()
+def verify_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], atol: float = 1e-3,
+                score_atol: float = 1e-4, batch_size: int = 1) -> VerifyReport:
+    """Run the ONNX file (onnxruntime, CPU) and `model` (PyTorch, eval, on its own device) on the same padded batches
+    of `images` (preprocessed float CHW tensors, e.g. `Detector.preprocess(image)[0]`) and compare.
+
+    nms=True files: per image the same number of detections, each matched (`match_detections`) to one of the same
+    label with boxes within `atol` px and scores within `score_atol`; the reference is the model's own forward
+    (`model(images, image_sizes=…)`). nms=False files: every prior's box and scores against the eager
+    `ExportWrapper`. A static graph (dynamic=False) gets batches of its fixed size, each image shrunk to fit its
+    input size if larger, then padded to it. Latency is per image, each batch timed on its second run (both
+    runtimes prepare kernels per input shape on the first)."""
+    ort = _onnxruntime()
+    if not images:
+        raise ValueError("verify_onnx needs at least one image")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    fixed_batch, _, *hw = session.get_inputs()[0].shape
+    fixed = tuple(hw) if all(isinstance(v, int) for v in hw) else None
+    if fixed is not None:  # a static graph: images shrunk to fit, padded to its size
+        images = [_fit(im, fixed) for im in images]
+    if isinstance(fixed_batch, int):
+        batch_size = fixed_batch
+    dense = "num_detections" not in names
+    model = model.eval()
+    device = next(model.parameters()).device
+    reference = ExportWrapper(model, nms=False) if dense else None
+    report = VerifyReport("dense" if dense else "detections", len(images), atol=atol, score_atol=score_atol)
+    chunks = [list(images[i:i + batch_size]) for i in range(0, len(images), max(1, batch_size))]
+
+    def run_onnx(batch: Tensor, sizes: Tensor) -> dict[str, Tensor]:
+        out = session.run(None, {"images": batch.numpy(), "image_sizes": sizes.numpy()})
+        return {k: torch.from_numpy(v) for k, v in zip(names, out)}
+
+    def run_torch(batch: Tensor, sizes: Tensor, size_list: list[tuple[int, int]]) -> Any:
+        batch = batch.to(device)
+        if dense:
+            return [t.cpu() for t in reference(batch, sizes.to(device))]
+        return [{k: v.cpu() for k, v in det.items()} for det in model(batch, image_sizes=size_list)]
+
+    done = 0
+    for chunk in chunks:
+        batch, sizes, size_list = _pad_batch(chunk, fixed)
+        run_onnx(batch, sizes), run_torch(batch, sizes, size_list)  # warm-up: both runtimes prepare per shape
+        t0 = time.perf_counter()
+        got = run_onnx(batch, sizes)
+        t1 = time.perf_counter()
+        ref = run_torch(batch, sizes, size_list)
+        t2 = time.perf_counter()
+        report.onnx_ms += (t1 - t0) * 1000
+        report.torch_ms += (t2 - t1) * 1000
+        if dense:
+            _compare_dense(report, got, ref)
+        else:
+            _compare_detections(report, got, ref, first_image=done)
+        done += len(chunk)
+    report.onnx_ms /= len(images)
+    report.torch_ms /= len(images)
+    return report
+
+
+def _compare_dense(report: VerifyReport, got: dict[str, Tensor], ref: Sequence[Tensor]) -> None:
+    if got["boxes"].shape != ref[0].shape or got["scores"].shape != ref[1].shape:
+        report.problems.append(f"output shapes differ: onnxruntime {tuple(got['boxes'].shape)}, "
+                               f"{tuple(got['scores'].shape)}; PyTorch {tuple(ref[0].shape)}, {tuple(ref[1].shape)}")
+        return
+    report.compared += int(ref[0].shape[0] * ref[0].shape[1])
+    report.max_box_diff = max(report.max_box_diff, float((got["boxes"] - ref[0]).abs().max()))
+    report.max_score_diff = max(report.max_score_diff, float((got["scores"] - ref[1]).abs().max()))
+
+
+def _compare_detections(report: VerifyReport, got: dict[str, Tensor], ref: Sequence[dict[str, Tensor]],
+                        first_image: int) -> None:
+    for i, r in enumerate(ref):
+        n = int(got["num_detections"][i])
+        g = {"boxes": got["boxes"][i, :n], "scores": got["scores"][i, :n], "labels": got["labels"][i, :n]}
+        order = r["scores"].argsort(descending=True, stable=True)
+        r = {k: r[k][order].float() if k != "labels" else r[k][order] for k in ("boxes", "scores", "labels")}
+        name = f"image {first_image + i}"
+        if n != len(r["scores"]):
+            report.problems.append(f"{name}: onnxruntime finds {n} detections, PyTorch {len(r['scores'])}")
+        pairs = match_detections(g, r)
+        unmatched = max(n, len(r["scores"])) - len(pairs)
+        if unmatched:
+            report.problems.append(f"{name}: {unmatched} detection(s) without a same-label counterpart")
+        if not pairs:
+            continue
+        gi, ri = (torch.tensor(ix) for ix in zip(*pairs))
+        report.compared += len(pairs)
+        report.max_box_diff = max(report.max_box_diff, float((g["boxes"][gi] - r["boxes"][ri]).abs().max()))
+        report.max_score_diff = max(report.max_score_diff, float((g["scores"][gi] - r["scores"][ri]).abs().max()))
+
+
+__all__ = ["EXPORT_FORMATS", "ExportDependencyError", "ExportError", "ExportWrapper", "VerifyReport", "describe_onnx",
+           "export_onnx",
+           "match_detections", "select_detections", "verify_onnx"]
