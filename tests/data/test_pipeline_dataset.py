@@ -82,3 +82,24 @@ def test_wrapper_passes_metadata_and_refuses_double_transforms(shapes_root):
     assert ds.get_image_info(0) == raw.get_image_info(0)
     with pytest.raises(ValueError, match="transforms=None"):
         PipelineDataset(ShapesDataset(str(shapes_root), "train", transforms=Normalize(), generate=False), None)
+
+
+def test_samples_are_seeded_by_seed_epoch_and_index_and_leave_the_main_process_generators_alone(shapes_root):
+    import random
+
+    import numpy as np
+
+    ds = PipelineDataset(ShapesDataset(str(shapes_root), split="train"), full_pipeline())
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    expected = (torch.rand(1), np.random.rand(), random.random())
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    a = ds[EpochIndex(3, epoch=1, max_epochs=4, seed=5)]
+    assert (torch.rand(1), np.random.rand(), random.random()) == expected  # untouched by the sample's draws
+    b = ds[EpochIndex(3, epoch=1, max_epochs=4, seed=5)]
+    c = ds[EpochIndex(3, epoch=2, max_epochs=4, seed=5)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])  # a function of (seed, epoch, index)
+    assert not torch.equal(a[0], c[0])
