@@ -603,9 +603,12 @@ class Runner:
         new = self.work_dir / "metrics.jsonl"
         if not old.is_file() or old.resolve() == new.resolve():
             return
-        kept = [line for line in old.read_text().splitlines()
-                if line.strip() and json.loads(line).get("iter", 0) <= self.iter
-                and json.loads(line).get("epoch", 0) <= self.epoch + (1 if self.batch_in_epoch else 0)]
+        last_epoch = self.epoch + (1 if self.batch_in_epoch else 0)  # train/pipeline records count from 1
+        kept = []
+        for line in old.read_text().splitlines():
+            record = json.loads(line) if line.strip() else None
+            if record is not None and record.get("iter", 0) <= self.iter and record.get("epoch", 0) <= last_epoch:
+                kept.append(line)
         new.write_text("".join(line + "\n" for line in kept))
         old_tb = ckpt_path.parent.parent / "tb"
         if old_tb.is_dir() and not (self.work_dir / "tb").exists():
