@@ -21,13 +21,14 @@ from framework.config import CONFIG_DIR
 from framework.config.validation import (
     ConfigError, check_components, did_you_mean, group_options, is_group, missing_keys, unknown_key_message,
 )
+from framework.data.errors import DatasetError
 from framework.engine.checkpoint import CheckpointError
 from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.models.backbones.timm import TimmNotInstalledError
 
 # Exceptions that mean "the user asked for something wrong", reported without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, PretrainedWeightsError,
-                                                TimmNotInstalledError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, DatasetError,
+                                                PretrainedWeightsError, TimmNotInstalledError)
 
 
 def _full_error() -> bool:

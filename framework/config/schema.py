@@ -26,6 +26,8 @@ class DatasetConfig:
     val_batch_size: int = 2
     num_workers: int = 2
     group_by_aspect_ratio: bool = True  # batch landscape and portrait images separately (less padding)
+    scan_images: bool = True  # check every image file (exists, complete, decodable) before training starts
+    on_bad_image: str = "error"  # error: stop and list the bad files | skip: train without them, counted per epoch
     train: Any = MISSING
     val: Any = MISSING
 
@@ -57,6 +59,7 @@ class TrainerConfig:
     sync_bn: bool = False  # under torchrun, BatchNorm → SyncBatchNorm (statistics over the global batch)
     find_unused_parameters: bool = False  # DDP option for models whose forward skips some parameters
     vis_images: int = 4  # validation images with predicted and ground-truth boxes in TensorBoard per evaluation
+    skip_nonfinite: int = 0  # steps with a NaN/inf loss to skip (no update) before stopping; 0: stop at the first
 
 
 @dataclass
@@ -79,6 +82,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     resume: Any = False  # true: the newest last.pth of this experiment; or a checkpoint path
+    # module prefixes whose classes/functions a config's `_target_` may name, besides framework., torch.,
+    # torchvision. and timm. (framework/config/targets.py); e.g. allow_targets=[mypackage.] for your own components
+    allow_targets: List[str] = field(default_factory=list)
 
 
 @dataclass

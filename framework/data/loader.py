@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -130,6 +131,11 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # Ctrl-C in a terminal (SIGINT to the whole process group) and a scheduler's SIGTERM must reach only the main
+    # process, which finishes its step, saves and shuts the workers down; a worker dying first would instead
+    # make the main process fail with "DataLoader worker exited unexpectedly".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class GroupedBatchSampler(Sampler[list[int]]):

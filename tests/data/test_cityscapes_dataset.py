@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from framework.data.errors import BadImageError
 from framework.data.datasets.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_INSTANCE_LABELS,
@@ -253,7 +254,7 @@ def test_undecodable_image_names_the_file(hand_root: Path) -> None:
     ds = CityscapesDetection(str(hand_root), "val")
     left = hand_root / "leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png"
     left.write_bytes(b"broken")
-    with pytest.raises(RuntimeError, match=f"Could not decode image {re.escape(str(left))}"):
+    with pytest.raises(BadImageError, match=f"Bad image {re.escape(str(left))}: it cannot be decoded"):
         ds[0]
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from framework.data.errors import BadImageError
 from framework.data.datasets.coco import CocoDetection, DatasetNotFoundError
 
 ANN = "annotations/instances_train.json"
@@ -136,10 +137,10 @@ def test_broken_json_names_file_and_position(coco_root: Path) -> None:
 def test_missing_or_corrupt_image_names_path(coco_root: Path) -> None:
     ds = CocoDetection(str(coco_root), ANN, "imgs")
     (coco_root / "imgs" / "b.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match="b.jpg"):
+    with pytest.raises(BadImageError, match="b.jpg: the file .* does not exist"):
         ds[1]
     (coco_root / "imgs" / "c.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(RuntimeError, match="c.jpg"):
+    with pytest.raises(BadImageError, match="c.jpg: it cannot be decoded"):
         ds[2]
 
 

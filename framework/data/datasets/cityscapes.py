@@ -385,6 +385,10 @@ class CityscapesDetection(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ samples
 
+    def image_path(self, index: int) -> Path:
+        """The image file of sample `index` (what dataset scans check)."""
+        return self.img_dir / self._files[self._pos(index)]
+
     def _load_image(self, pos: int) -> torch.Tensor:
         return decode_rgb(self.img_dir / self._files[pos], f"image_id={pos + 1}")
 

@@ -21,6 +21,8 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
+from framework.data.errors import BadImageError, DatasetError
+
 __all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample"]
 
 
@@ -107,11 +109,11 @@ def coco_index(data: dict[str, Any]) -> COCO:
 def decode_rgb(path: Path, what: str) -> torch.Tensor:
     """An image file as uint8 RGB CHW; a missing or undecodable file is reported with its path and `what` (its id)."""
     if not path.is_file():
-        raise FileNotFoundError(f"Image file {path} ({what}) does not exist")
+        raise BadImageError(path, f"the file ({what}) does not exist")
     try:
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as e:  # torchvision raises RuntimeError/ValueError variously
-        raise RuntimeError(f"Could not decode image {path} ({what}): {e}") from e
+        raise BadImageError(path, f"it cannot be decoded ({what}): {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
 
 
 def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
@@ -192,6 +194,10 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _image_path(self, img_id: int) -> Path:
         return self.img_dir / self.coco.imgs[img_id]["file_name"]
+
+    def image_path(self, index: int) -> Path:
+        """The image file of sample `index` (what dataset scans check)."""
+        return self._image_path(self.ids[index])
 
     def _load_boxes(
         self, img_id: int, size: tuple[int, int] | None = None

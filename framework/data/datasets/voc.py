@@ -430,11 +430,12 @@ class VOCDetection(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ samples
 
-    def _image_path(self, index: int) -> Path:
+    def image_path(self, index: int) -> Path:
+        """The image file of sample `index` (what dataset scans check)."""
         return self.root / self._rel_path(index)
 
     def _load_image(self, index: int) -> torch.Tensor:
-        return decode_rgb(self._image_path(index), f"id {self.ids[index]}")
+        return decode_rgb(self.image_path(index), f"id {self.ids[index]}")
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         data = self._load_image(index)
