@@ -36,7 +36,7 @@ def load_image(image: ImageInput) -> Tensor:
 
 def model_from_config(config: DictConfig) -> nn.Module:
     """The detector described by a run's saved config (without weights)."""
-    from hydra.utils import instantiate
+    from framework.config.targets import instantiate
 
     return instantiate(config.model)
 
@@ -56,13 +56,16 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", score_thr: float = 0.0,
-                        overrides: DictConfig | dict | None = None) -> "Detector":
+                        overrides: DictConfig | dict | None = None, allow_targets: Sequence[str] = ()) -> "Detector":
         """Build the model from the checkpoint's config, load its evaluated weights; `overrides` (a nested mapping,
-        e.g. `{"model": {"head": {"score_thr": 0.3}}}`) is merged into that config first."""
+        e.g. `{"model": {"head": {"score_thr": 0.3}}}`) is merged into that config first. The config's `_target_`s
+        must lie in framework/torch/torchvision/timm or in the modules of `allow_targets` (the checkpoint's own
+        `allow_targets` is ignored: trusting other code is the caller's decision)."""
         ckpt = load_inference_checkpoint(path)
         config = with_new_settings(OmegaConf.create(ckpt["config"]))
         if overrides:
             config = OmegaConf.merge(config, overrides)
+        config.allow_targets = list(allow_targets)
         return cls.from_config(config, ckpt["model"], ckpt.get("meta", {}).get("classes"), device, score_thr)
 
     @classmethod
@@ -70,7 +73,7 @@ class Detector:
                     device: str | torch.device = "cpu", score_thr: float = 0.0) -> "Detector":
         """Build from a full run config and weights. For callers that edit the config in ways a plain merge cannot
         (tools/infer.py replaces whole groups, e.g. `model/head/box_loss=ciou`, via `merge_saved_config`)."""
-        from hydra.utils import instantiate
+        from framework.config.targets import instantiate
 
         model = model_from_config(config)
         model.load_state_dict(state_dict)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from hydra.utils import instantiate
+from framework.config.targets import instantiate
 from omegaconf import OmegaConf
 
 from framework.config.cli import check_overrides

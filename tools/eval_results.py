@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from framework.config.targets import instantiate
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli

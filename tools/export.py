@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from framework.config.targets import instantiate
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli

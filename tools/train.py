@@ -2,7 +2,11 @@
 """Train a detector: `python tools/train.py model=resnet50_fpn dataset=shapes optimizer.lr=0.01`.
 
 Outputs go to work_dirs/<experiment_name>/<timestamp>/. `--cfg job` prints the composed config, `-m` sweeps.
+Ctrl-C (or SIGTERM) finishes the current step, saves checkpoints/last.pth and exits with 128 + the signal number;
+continue with `resume=true`. A second Ctrl-C exits at once.
 """
+import sys
+
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
@@ -11,7 +15,10 @@ from framework.engine.runner import Runner
 
 @hydra_cli("train")
 def main(cfg: DictConfig) -> None:
-    Runner.from_config(cfg).train()
+    runner = Runner.from_config(cfg)
+    runner.train()
+    if runner.interrupted:
+        sys.exit(128 + runner.interrupted)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,19 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from framework.config import CONFIG_DIR
+from framework.config.targets import check_targets
 from framework.config.validation import (
     ConfigError, check_components, did_you_mean, group_options, is_group, missing_keys, unknown_key_message,
 )
 from framework.data.errors import DatasetError
 from framework.engine.checkpoint import CheckpointError
+from framework.engine.runner import NonFiniteLossError
 from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.models.backbones.timm import TimmNotInstalledError
 
 # Exceptions that mean "the user asked for something wrong", reported without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, DatasetError,
-                                                PretrainedWeightsError, TimmNotInstalledError)
+                                                NonFiniteLossError, PretrainedWeightsError, TimmNotInstalledError)
 
 
 def _full_error() -> bool:
@@ -172,6 +174,7 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
             if missing:
                 raise ConfigError(f"The config needs a value for {', '.join(repr(k) for k in missing)}: pass it on the "
                                   f"command line, e.g. {missing[0]}=…")
+            check_targets(cfg)  # before check_components, which imports what the targets name
             check_components(cfg)
             first = first if first is not None else cfg
     GlobalHydra.instance().clear()
@@ -255,7 +258,13 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 if _full_error():
                     raise
                 _fail(str(exc))
-            return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(guarded)()
+            try:
+                return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(guarded)()
+            except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it: no traceback
+                if _full_error():
+                    raise
+                print("Interrupted.", file=sys.stderr)
+                sys.exit(130)
 
         return main
 

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from framework.config import CONFIG_DIR
 from framework.config.validation import is_group
 
-# keys that belong to the evaluation run itself, never to the saved training config
-_OWN_KEYS = ("checkpoint", "work_dir", "experiment_name")
+# keys that belong to the evaluation run itself, never to the saved training config; `allow_targets` in particular
+# is the user's trust decision, which a checkpoint's saved config must not make for them
+_OWN_KEYS = ("checkpoint", "work_dir", "experiment_name", "allow_targets")
 
 
 def run_dir_of(checkpoint: str) -> str:

@@ -5,9 +5,11 @@ the same folder, fsync it and rename it over the old one (rename is atomic on PO
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,99 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     try:
         with atomic_write(path) as f:
             torch.save(state, f)
-    except OSError as exc:
-        raise CheckpointError(f"Could not write checkpoint {path}: {exc}. The previous file, if any, is intact.") from exc
+    except (OSError, RuntimeError) as exc:
+        # a write failing inside torch.save's zip writer surfaces as a RuntimeError ("unexpected pos …") raised
+        # while the OSError is being handled: report the OSError
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise CheckpointError(f"Could not write checkpoint {path}: {_why(cause, path)} The previous {path.name}, if "
+                              "any, is intact.") from exc
     return path
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _why(exc: BaseException, path: Path) -> str:
+    """What went wrong while writing, with the free space when the disk is (nearly) full."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+    if not full:
+        return f"{text}."
+    try:
+        free = shutil.disk_usage(path.parent).free / 2**20
+        space = f" ({free:.0f} MiB free on that filesystem)"
+    except OSError:
+        space = ""
+    return (f"the disk is full{space}: {text}. Free some space (old runs in work_dirs/, or fewer epoch_N.pth with "
+            "trainer.keep_checkpoints) and resume.")
+
+
+# Every global a checkpoint of ours refers to: the tensor rebuild functions, storage and dtype names, state dicts'
+# OrderedDict. Anything else (`posix.system`, `builtins.eval`, a class of some package) is refused before unpickling;
+# `torch.load(weights_only=True)` then enforces torch's own (wider) list as a second wall.
+_TORCH_STORAGE_OR_DTYPE = re.compile(r"(\w+Storage|float\d*|bfloat16|half|double|u?int\d+|long|short|bool|"
+                                     r"complex\d*|cfloat|cdouble|float8_\w+)")
+ALLOWED_GLOBALS: frozenset[str] = frozenset({
+    "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch.Size", "torch.device", "__builtin__.set", "builtins.set",
+})
+
+
+def _allowed_global(name: str) -> bool:
+    module, _, attr = name.rpartition(".")
+    return name in ALLOWED_GLOBALS or (module == "torch" and _TORCH_STORAGE_OR_DTYPE.fullmatch(attr) is not None)
+
+
+def checkpoint_globals(path: str | os.PathLike) -> list[str]:
+    """The `module.name` globals the checkpoint's pickle refers to, read with `pickletools` without executing
+    anything. Raises CheckpointError for a file that is not a zip-format `torch.save` (what we write), or whose
+    pickle names a global in a way we never write (STACK_GLOBAL built from computed strings)."""
+    import pickletools
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(pickles) != 1:
+                raise zipfile.BadZipFile("no data.pkl")
+            data = archive.read(pickles[0])
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+        raise CheckpointError(f"Could not load checkpoint {path}: it is not a checkpoint written by this framework "
+                              f"(not a torch.save zip archive, or truncated: {exc}).") from None
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                if len(strings) < 2:
+                    raise CheckpointError(f"Could not load checkpoint {path}: its pickle names an object in a way this "
+                                          "framework never writes; refused for safety (loading it could run code).")
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(arg, str) and "UNICODE" in op.name:
+                strings.append(arg)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"Could not load checkpoint {path}: its pickle is corrupt ({exc}).") from None
+    return found
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with `weights_only=True`: only tensors and plain containers, never arbitrary pickled objects."""
+    """Load a checkpoint without ever executing pickled code: its globals must all be in `ALLOWED_GLOBALS` (tensors,
+    storages, dtypes, state dicts), then `torch.load(weights_only=True)` reads it."""
     path = Path(path)
     if not path.is_file():
         hint = ""
@@ -40,6 +128,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             found = sorted(p.name for p in path.parent.glob("*.pth"))
             hint = f" Checkpoints in {path.parent}: {', '.join(found) or 'none'}."
         raise CheckpointError(f"Checkpoint not found: {path}.{hint}")
+    refused = sorted({g for g in checkpoint_globals(path) if not _allowed_global(g)})
+    if refused:
+        raise CheckpointError(
+            f"Refused to load checkpoint {path}: it refers to {', '.join(refused[:5])}"
+            f"{' …' if len(refused) > 5 else ''}, which a checkpoint of this framework never holds (only tensors, "
+            "numbers, strings and containers). Unpickling it could run arbitrary code, so it was not loaded. If it "
+            "comes from another library, convert its weights with that library first.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:

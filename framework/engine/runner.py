@@ -34,6 +34,7 @@ from framework.engine.logging import MetricsWriter, log_to_files
 from framework.engine.optim import build_optimizer, scaled_lr, split_optimizer_node
 from framework.engine.progress import Window, format_eta, memory_gib, stats_text
 from framework.engine.schedulers import build_scheduler, load_scheduler_position
+from framework.engine.signals import GracefulInterrupt
 from framework.evaluation.build import build_evaluator, ground_truth
 from framework.evaluation.coco import format_metrics_table
 from framework.evaluation.distributed import gather_predictions
@@ -41,6 +42,10 @@ from framework.evaluation.distributed import gather_predictions
 logger = logging.getLogger("framework")
 # a short bar so that the losses, lr, images/s and the run's ETA fit on one terminal line
 _BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a NaN/inf loss (more often than trainer.skip_nonfinite allows); the message says where."""
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -122,6 +127,7 @@ class Runner:
         vis_images: int = 4,
         find_unused_parameters: bool = False,
         resume_from: str | Path | None = None,
+        skip_nonfinite: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
@@ -161,6 +167,8 @@ class Runner:
         self.batch_in_epoch = 0  # batches of the current epoch already trained (non-zero only mid-epoch)
         self.best: dict[str, Any] = {"metric": best_metric, "value": float("-inf"), "epoch": None}
         self.stop_reason: str | None = None
+        self.skip_nonfinite, self.nonfinite_skipped, self.nonfinite_in_epoch = skip_nonfinite, 0, 0
+        self._interrupt: GracefulInterrupt | None = None
         self._writer: MetricsWriter | None = None
         self._start_time = time.monotonic()
 
@@ -182,8 +190,9 @@ class Runner:
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
     def from_config(cls, cfg: DictConfig, training: bool = True) -> "Runner":
-        from hydra.utils import instantiate
+        from framework.config.targets import check_targets, instantiate
 
+        check_targets(cfg)  # every component, before anything is imported or built (configs from checkpoints too)
         info = distributed.init_distributed()
         seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
         t, data = cfg.trainer, cfg.dataset
@@ -236,7 +245,8 @@ class Runner:
             progress_bar=t.progress_bar, channels_last=t.channels_last, plots=cfg.evaluation.plots,
             config=config_to_save(cfg), precision=t.precision, accumulate=t.accumulate,
             checkpoint_interval=t.checkpoint_interval, keep_checkpoints=t.keep_checkpoints, patience=t.patience,
-            max_time=t.max_time, vis_images=t.vis_images, find_unused_parameters=t.find_unused_parameters, **kwargs,
+            max_time=t.max_time, vis_images=t.vis_images, find_unused_parameters=t.find_unused_parameters,
+            skip_nonfinite=t.skip_nonfinite, **kwargs,
         )
 
     @classmethod
@@ -269,21 +279,8 @@ class Runner:
         metrics: dict[str, float] = {}
         self._start_time = time.monotonic()
         try:
-            while self.epoch < self.max_epochs and self.stop_reason is None:
-                self._train_epoch()
-                if self.stop_reason is not None:  # stopped mid-epoch (wall-clock budget)
-                    self.save("last.pth")
-                    break
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if self.epoch % self.eval_interval == 0 or self.epoch == self.max_epochs:
-                    metrics = self.evaluate()
-                    self._update_best(metrics)
-                self._check_budget(end_of_epoch=True)
-                self.save("last.pth")
-                if self.checkpoint_interval and self.epoch % self.checkpoint_interval == 0:
-                    self.save(f"epoch_{self.epoch}.pth")
-                    if self.dist.is_main:
-                        prune_checkpoints(self.work_dir / "checkpoints", self.keep_checkpoints)
+            with GracefulInterrupt() as self._interrupt:
+                metrics = self._train_epochs()
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -294,6 +291,30 @@ class Runner:
         logger.info(f"Done. Best {self.best_metric} = {best}; checkpoints in {self.work_dir / 'checkpoints'}")
         self._plot_results()
         return {"best": dict(self.best), "last": metrics}
+
+    @property
+    def interrupted(self) -> int | None:
+        """The signal (SIGINT/SIGTERM) that stopped training, if one did: tools/train.py exits with 128 + it."""
+        return self._interrupt.received if self._interrupt is not None else None
+
+    def _train_epochs(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        while self.epoch < self.max_epochs and self.stop_reason is None:
+            self._train_epoch()
+            if self.stop_reason is not None:  # stopped mid-epoch (wall-clock budget, signal)
+                self.save("last.pth")
+                break
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.epoch % self.eval_interval == 0 or self.epoch == self.max_epochs:
+                metrics = self.evaluate()
+                self._update_best(metrics)
+            self._check_stop(end_of_epoch=True)
+            self.save("last.pth")
+            if self.checkpoint_interval and self.epoch % self.checkpoint_interval == 0:
+                self.save(f"epoch_{self.epoch}.pth")
+                if self.dist.is_main:
+                    prune_checkpoints(self.work_dir / "checkpoints", self.keep_checkpoints)
+        return metrics
 
     def _start_epoch_pipeline(self) -> None:
         """Tell the sampler (hence the workers) and the main-process pipeline which epoch starts (and, after a
@@ -326,7 +347,7 @@ class Runner:
                    f"{self.max_epochs}", disable=None if self.progress_bar else True, dynamic_ncols=True, leave=True,
                    file=sys.stderr, bar_format=_BAR_FORMAT)
         window, run_start, start_iter = Window(), time.perf_counter(), self.iter
-        data_start = time.perf_counter()
+        data_start, skip_group, self.nonfinite_in_epoch = time.perf_counter(), False, 0
         for b, batch in enumerate(self.train_loader, start=self.batch_in_epoch):
             data_time = time.perf_counter() - data_start
             batch: Batch = batch.to(self.device, non_blocking=True)
@@ -339,12 +360,17 @@ class Runner:
                     losses = self.train_model(batch.images.contiguous(memory_format=self.memory_format),
                                               batch.targets, image_sizes=batch.image_sizes)
                 loss = sum(losses.values())
-                self._check_finite(loss, losses, batch)
-                self.scaler.scale(loss / group_size).backward()
-            window.add_batch(losses, len(batch), data_time)
+                finite = self._check_finite(loss, losses, batch)
+                if finite:
+                    self.scaler.scale(loss / group_size).backward()
+                else:  # skipped (trainer.skip_nonfinite): this whole optimizer step makes no update
+                    skip_group = True
+            if finite:
+                window.add_batch(losses, len(batch), data_time)
             if stepping:
                 log_now = (self.iter + 1) % self.log_interval == 0 or b + 1 == n_batches
-                grad_norm = self._optimizer_step(measure=log_now)
+                grad_norm = self._optimizer_step(measure=log_now, update=not skip_group)
+                skip_group = False
                 self.batch_in_epoch = b + 1
                 window.steps += 1
                 bar.update(1)
@@ -352,14 +378,25 @@ class Runner:
                     self._writer.scalar("train/lr_iter", self.optimizer.param_groups[0]["lr"], self.iter)
                 if log_now:
                     self._log_window(window, bar, grad_norm, run_start, start_iter, steps)
-                if self._check_budget():
+                if self._check_stop():
                     break
             data_start = time.perf_counter()
         bar.close()
+        if self.nonfinite_in_epoch:
+            logger.warning(f"Epoch {self.epoch + 1}: {self.nonfinite_in_epoch} step(s) skipped for a non-finite loss "
+                           f"({self.nonfinite_skipped} of trainer.skip_nonfinite={self.skip_nonfinite} used).")
 
-    def _optimizer_step(self, measure: bool) -> float | None:
-        """Unscale, clip, step, update the EMA and the schedule; returns the gradient norm if clipped or asked."""
+    def _optimizer_step(self, measure: bool, update: bool = True) -> float | None:
+        """Unscale, clip, step, update the EMA and the schedule; returns the gradient norm if clipped or asked.
+        With `update=False` (a skipped non-finite step) the gradients are dropped and only the counters and the
+        schedule advance, so the run keeps its shape."""
         grad_norm = None
+        if not update:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.iter += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
+            return None
         if self.grad_clip_norm or measure:
             self.scaler.unscale_(self.optimizer)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -377,14 +414,35 @@ class Runner:
             self.scheduler.step()
         return grad_norm
 
-    def _check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], batch: Batch) -> None:
-        if torch.isfinite(loss):
-            return
-        values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-        ids = [t.get("source_ids", t.get("image_id")) for t in batch.targets]
+    def _check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], batch: Batch) -> bool:
+        """True when the loss is finite on every rank; else report it (iteration, loss terms, image ids) and either
+        skip the step (up to trainer.skip_nonfinite times) or stop, keeping the last checkpoint as it was."""
+        bad_here = not bool(torch.isfinite(loss))
+        bad = distributed.any_rank(bad_here, self._sync_device) if self.dist.enabled else bad_here
+        if not bad:
+            return True
+        if bad_here:
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            ids = [t.get("source_ids", t.get("image_id")) for t in batch.targets]
+            where = f"epoch {self.epoch + 1}, iteration {self.iter + 1}"
+            culprits = ", ".join(k for k, v in losses.items() if not bool(torch.isfinite(v)))
+            detail = f"Non-finite loss at {where}: {culprits} ({terms}); images in the batch: {ids}"
+        else:
+            detail = f"Non-finite loss on another process at epoch {self.epoch + 1}, iteration {self.iter + 1}"
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped <= self.skip_nonfinite:
+            self.nonfinite_in_epoch += 1
+            logger.warning(f"{detail}. Step skipped ({self.nonfinite_skipped} of trainer.skip_nonfinite="
+                           f"{self.skip_nonfinite}).")
+            return False
         hint = " or use trainer.precision=bf16/fp32 (fp16 overflows)" if self.amp_dtype == torch.float16 else ""
-        raise FloatingPointError(f"Non-finite loss at epoch {self.epoch + 1}, iteration {self.iter + 1} ({values}); "
-                                 f"images {ids}. Lower optimizer.lr or set trainer.grad_clip_norm{hint}.")
+        kept = self.work_dir / "checkpoints" / "last.pth"
+        kept_text = f"{kept} is kept as it was" if kept.is_file() else "no checkpoint had been written yet"
+        used = (f"; the {self.skip_nonfinite} skips allowed by trainer.skip_nonfinite are used up"
+                if self.skip_nonfinite else "")
+        raise NonFiniteLossError(f"{detail}{used}. Training stopped; {kept_text}. Lower optimizer.lr or set "
+                                 f"trainer.grad_clip_norm{hint}, check those images' annotations, or allow skipping "
+                                 "such steps with trainer.skip_nonfinite=N.")
 
     def _log_window(self, window: Window, bar: tqdm, grad_norm: float | None, run_start: float, start_iter: int,
                     steps: int) -> None:
@@ -408,15 +466,29 @@ class Runner:
                                 "iter": self.iter}, self.iter, "train")
         window.reset()
 
-    def _check_budget(self, end_of_epoch: bool = False) -> bool:
-        """Stop when the wall-clock budget is spent (checked every step) — the same decision on every rank."""
-        if self.max_time is None or self.stop_reason is not None:
-            return self.stop_reason is not None
-        over = time.monotonic() - self._start_time > self.max_time * 3600
-        if distributed.any_rank(over, self.device if self.device.type == "cuda" else torch.device("cpu")):
-            where = f"end of epoch {self.epoch}" if end_of_epoch else f"epoch {self.epoch + 1}, iteration {self.iter}"
+    @property
+    def _sync_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _check_stop(self, end_of_epoch: bool = False) -> bool:
+        """Stop when the wall-clock budget is spent or SIGINT/SIGTERM arrived (checked after every step) — the same
+        decision on every rank."""
+        if self.stop_reason is not None:
+            return True
+        over = self.max_time is not None and time.monotonic() - self._start_time > self.max_time * 3600
+        signalled = self._interrupt is not None and self._interrupt.requested
+        if not self.dist.enabled and not (over or signalled):
+            return False
+        if self.dist.enabled and not distributed.any_rank(over or signalled, self._sync_device):
+            return False
+        where = f"end of epoch {self.epoch}" if end_of_epoch else f"epoch {self.epoch + 1}, iteration {self.iter}"
+        if signalled:
+            self.stop_reason = f"interrupted by {self._interrupt.name} at {where}"
+        elif over:
             self.stop_reason = f"trainer.max_time={self.max_time} h reached at {where}"
-        return self.stop_reason is not None
+        else:
+            self.stop_reason = f"interrupted by a signal to another process at {where}"
+        return True
 
     # ------------------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
