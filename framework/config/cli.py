@@ -8,19 +8,21 @@ classes. Errors a user causes while the task runs (missing dataset, missing chec
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import sys
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from omegaconf import DictConfig
 
 from framework.config import CONFIG_DIR
 from framework.config.targets import check_targets
 from framework.config.validation import (
-    ConfigError, check_components, did_you_mean, group_options, is_group, missing_keys, unknown_key_message,
+    ConfigError, check_components, check_interpolations, check_ranges, did_you_mean, group_options, is_group,
+    missing_keys, unknown_key_message,
 )
 from framework.data.errors import DatasetError
 from framework.engine.checkpoint import CheckpointError
@@ -74,9 +76,90 @@ def expand_group_shortcuts(argv: list[str]) -> list[str]:
 
 
 def _parse_args(argv: list[str]) -> Any:
+    """Hydra's own argument parser, raising ConfigError where argparse would print its usage and exit."""
     from hydra._internal.utils import get_args_parser
 
-    return get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise ConfigError(f"{message}. Flags are listed by --help; overrides are key=value.")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_args(argv)
+
+
+def _parse_overrides(overrides: list[str]) -> list[Any]:
+    """Hydra's parse of the overrides; on failure, a message about the first override that does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as exc:
+        failure: Exception = exc
+    else:
+        empty = next((o for o in parsed if not o.key_or_group), None)
+        if empty is not None:
+            raise ConfigError(f"'{empty.input_line[:80]}' has no key before '=': write key=value, e.g. "
+                              f"trainer.max_epochs=12.")
+        return parsed
+    for arg in overrides:
+        try:
+            parser.parse_overrides([arg])
+        except Exception as exc:
+            raise ConfigError(_parse_error(arg, exc)) from None
+    raise ConfigError(f"Could not parse the command-line overrides: {str(failure).splitlines()[0][:200]}")
+
+
+def _parse_error(arg: str, exc: Exception) -> str:
+    shown = arg if len(arg) <= 80 else arg[:79] + "…"
+    if "=" not in arg and not arg.startswith("~"):
+        return (f"'{shown}' is not an override: write key=value (trainer.max_epochs=12), +key=value to add a key or "
+                f"~key to remove one; flags start with '-' (see --help).")
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return (f"Could not parse the override '{shown}' ({detail}). Keys are dotted names (trainer.max_epochs); quote a "
+            f"value with spaces or special characters (key='a b'); lists are [a,b], mappings {{a:1}}.")
+
+
+SWEEP_CHECK_LIMIT = 20  # values of one sweep checked (a long range is not composed value by value)
+
+
+def _sweep_values(o: Any, parsed: list[Any]) -> list[str]:
+    """The overrides one sweep stands for, as the basic sweeper enumerates them (the first SWEEP_CHECK_LIMIT)."""
+    from hydra.core.override_parser.types import Glob, RangeSweep, Transformer, ValueType
+
+    key, value, line = o.get_key_element(), o.value(), o.input_line
+    if o.value_type == ValueType.INTERVAL_SWEEP:
+        if any(p.key_or_group == "hydra/sweeper" for p in parsed):
+            return []  # sampled by the chosen sweeper plugin: nothing to enumerate
+        raise ConfigError(f"'{line}': interval() is sampled by sweeper plugins (hydra/sweeper=optuna, …); the "
+                          f"basic sweeper enumerates only lists (a,b), range() and glob().")
+    if isinstance(value, Glob):
+        if not is_group(CONFIG_DIR, o.key_or_group):
+            raise ConfigError(f"'{line}': glob() chooses among the options of a config group, and "
+                              f"'{o.key_or_group}' is not one; list the values instead ({key}=a,b).")
+        items: Any = value.filter(group_options(CONFIG_DIR, o.key_or_group))
+    elif isinstance(value, RangeSweep):
+        if value.step == 0:
+            raise ConfigError(f"'{line}': the step of range() must not be 0.")
+        items = value.range()  # not sweep_iterator: a shuffled range would be listed whole first
+    else:
+        items = o.sweep_iterator()
+    values = [f"{key}={Transformer.str(v)}" for v in itertools.islice(items, SWEEP_CHECK_LIMIT)]
+    if not values:
+        raise ConfigError(f"'{line}' sweeps over no values.")
+    return values
+
+
+def _check_run_mode(args: Any, parsed: list[Any]) -> None:
+    """Without -m, Hydra refuses a sweep ('Ambiguous value'): say so here, with the three ways out."""
+    multirun = args.multirun or any(o.key_or_group == "hydra.mode" and str(o.value()).upper() == "MULTIRUN"
+                                    for o in parsed)
+    sweep = next((o for o in parsed if o.is_sweep_override()), None)
+    if sweep is not None and not multirun:
+        key = sweep.get_key_element()
+        raise ConfigError(f"'{sweep.input_line}' gives several values (a sweep): add -m (--multirun) to run one job "
+                          f"per value, write a list as {key}=[a,b], or quote a string with commas: {key}='a,b'.")
 
 
 def _expand_sweeps(parsed: list[Any]) -> list[list[str]]:
@@ -84,11 +167,7 @@ def _expand_sweeps(parsed: list[Any]) -> list[list[str]]:
     choices = []
     for o in parsed:
         if o.is_sweep_override():
-            try:
-                values = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-            except Exception:  # interval/glob sweeps: leave them to Hydra
-                values = []
-            choices.append(values or [])
+            choices.append(_sweep_values(o, parsed))
         else:
             choices.append([o.input_line])
     base = [c[0] for c in choices if c]
@@ -109,15 +188,9 @@ def _diagnose(config_name: str, overrides: list[str], exc: Exception) -> str:
     parsed = OverridesParser.create().parse_overrides(overrides)
     # 1. an unknown option of a config group
     for o in parsed:
-        key = o.key_or_group
-        if o.is_delete() or not is_group(CONFIG_DIR, key):
-            continue
-        options = group_options(CONFIG_DIR, key)
-        value = o.value()
-        if isinstance(value, str) and value not in options:
-            return (f"'{value}' is not an option of the config group '{key}' (from '{o.input_line}')."
-                    f"{did_you_mean(value, options)} Available options: {', '.join(options)} "
-                    f"(files in configs/{key}/).")
+        msg = _group_option_message(o)
+        if msg:
+            return msg
     # 2. an unknown key: compare with the config composed from the group choices alone
     group_overrides = [o.input_line for o in parsed if is_group(CONFIG_DIR, o.key_or_group) or o.is_add()]
     try:
@@ -141,27 +214,94 @@ def _diagnose(config_name: str, overrides: list[str], exc: Exception) -> str:
             src = f" (from '{line}')" if line else ""
             return f"Invalid value for '{key}'{src}: {detail}. See framework/config/schema.py for the expected types."
         cause = cause.__cause__ or cause.__context__
-    first = str(exc).strip().splitlines()
-    return f"Could not compose the config: {' '.join(first[:3]) if first else type(exc).__name__}"
+    return f"Could not compose the config: {_causes(exc)}"
 
 
+def _causes(exc: BaseException) -> str:
+    """The first lines of `exc` and of the exceptions behind it (Hydra wraps the informative one)."""
+    lines: list[str] = [" ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())]
+    cur: BaseException | None = exc.__cause__ or exc.__context__
+    while cur is not None and len(lines) < 4:
+        first = next((line.strip() for line in str(cur).splitlines() if line.strip()), "")
+        if first and not any(first in seen for seen in lines):
+            lines.append(first)
+        cur = cur.__cause__ or cur.__context__
+    return ": ".join(lines)[:300] or type(exc).__name__
+
+
+def _group_option_message(o: Any) -> str | None:
+    """What is wrong with a config-group override (`model=…`), if anything: an unknown option, or a value that is
+    not an option name at all (null, a number, a mapping)."""
+    key = o.key_or_group
+    if o.is_delete() or not is_group(CONFIG_DIR, key):
+        return None
+    options = group_options(CONFIG_DIR, key)
+    value = o.value()
+    names = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in names):
+        return (f"'{o.input_line[:80]}': '{key}' is a config group, so its value names one of its options "
+                f"({key}=<option>). Available options: {', '.join(options)} (files in configs/{key}/); to set one "
+                f"key inside it, use {key.replace('/', '.')}.<key>=….")
+    for name in names:
+        if name not in options:
+            return (f"'{name[:80]}' is not an option of the config group '{key}' (from '{o.input_line[:80]}')."
+                    f"{did_you_mean(name, options)} Available options: {', '.join(options)} "
+                    f"(files in configs/{key}/).")
+    return None
+
+
+def _config_exists(name: str) -> bool:
+    """A primary config: configs/<name>.yaml, or a structured config stored as <name> (e.g. train_schema)."""
+    from hydra.core.config_store import ConfigStore
+
+    return (CONFIG_DIR / f"{name}.yaml").is_file() or f"{name}.yaml" in ConfigStore.instance().repo
+
+
+UNEXPECTED = "Unexpected error while checking the config"
+
+
+Check = Callable[[str, list[str]], "DictConfig | None"]
+
+
+def _one_paragraph(check: Check) -> Check:
+    """Whatever goes wrong in `check`, the caller gets a ConfigError of one paragraph: our own messages with their
+    line breaks folded, and anything else (a Hydra failure we do not diagnose, or a bug of ours) named as such."""
+
+    @functools.wraps(check)
+    def checked(config_name: str, argv: list[str]) -> DictConfig | None:
+        try:
+            return check(config_name, argv)
+        except ConfigError as exc:
+            raise ConfigError(" ".join(str(exc).split())) from None
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"{UNEXPECTED} ({type(exc).__name__}: {detail}); please report it with the command "
+                              f"line.") from exc
+
+    return checked
+
+
+@_one_paragraph
 def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose the config as Hydra will and raise ConfigError with a clear message if it is wrong.
 
     Returns the composed config of the first job (None when only Hydra's own flags were given)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = _parse_args(expand_group_shortcuts(argv))
     if args.help or args.hydra_help or args.info or args.shell_completion or getattr(args, "version", False):
         return None
+    if args.config_path or args.config_dir or args.experimental_rerun:
+        return None  # other config folders (or a pickled config): Hydra composes those itself
     config_name = args.config_name or config_name
-    overrides = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:
-        raise ConfigError(f"Could not parse the command-line overrides: {str(exc).splitlines()[0]}") from None
+    if not _config_exists(config_name):
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"--config-name={config_name[:80]}: there is no configs/{config_name[:80]}.yaml."
+                          f"{did_you_mean(config_name, names)} Configs: {', '.join(names)}.")
+    overrides = list(args.overrides)
+    parsed = _parse_overrides(overrides)
+    _check_run_mode(args, parsed)
     GlobalHydra.instance().clear()
     first: DictConfig | None = None
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -174,8 +314,10 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
             if missing:
                 raise ConfigError(f"The config needs a value for {', '.join(repr(k) for k in missing)}: pass it on the "
                                   f"command line, e.g. {missing[0]}=…")
+            check_interpolations(cfg)  # before anything below reads a value
             check_targets(cfg)  # before check_components, which imports what the targets name
             check_components(cfg)
+            check_ranges(cfg)
             first = first if first is not None else cfg
     GlobalHydra.instance().clear()
     return first

@@ -146,6 +146,13 @@ class PlotRunConfig(TrainConfig):
     plots: bool = True  # also evaluate the checkpoint to redraw the PR/F1/confusion plots (needs the dataset)
 
 
+@dataclass
+class CheckDatasetConfig(TrainConfig):
+    split: str = "all"  # train | val | all
+    decode: bool = False  # also decode every image fully (finds damage inside JPEG data; ~10x slower)
+    workers: Optional[int] = None  # threads reading the files; default: CPU cores + 4, at most 16
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
@@ -156,3 +163,4 @@ def register_schemas() -> None:
     cs.store(name="analyze_schema", node=AnalyzeConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="plot_run_schema", node=PlotRunConfig)
+    cs.store(name="check_dataset_schema", node=CheckDatasetConfig)

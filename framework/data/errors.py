@@ -2,7 +2,14 @@
 how to fix it, and the command-line tools print them without a traceback (framework/config/cli.py)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_ADVICE = ("Fix or remove the file, run `python tools/check_dataset.py dataset=…` to list every bad image, or set "
+           "dataset.on_bad_image=skip to train without them.")
+# The last "…BadImageError: Bad image <path>: <reason>. <advice>" of a formatted traceback.
+_IN_TRACEBACK = re.compile(r".*BadImageError: Bad image (?P<path>.+?): (?P<reason>.*)\. " + re.escape(_ADVICE),
+                           re.DOTALL)
 
 
 class DatasetError(ValueError):
@@ -10,12 +17,21 @@ class DatasetError(ValueError):
 
 
 class BadImageError(DatasetError):
-    """An image file that is missing, empty, truncated or cannot be decoded; `path` names it."""
+    """An image file that is missing, empty, truncated or cannot be decoded; `path` names it.
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    `BadImageError(path, reason)`. A loader worker's exception reaches the main process as
+    `type(exc)(formatted worker traceback)` (torch's `ExceptionWrapper.reraise`; an exception it cannot build that
+    way becomes a RuntimeError, which the tools would print with a traceback): given that one argument, the path
+    and reason are read back from the traceback's last line, so the main process raises the worker's error as it
+    was, message and `path` included.
+    """
+
+    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+        if reason is None:
+            found = _IN_TRACEBACK.match(str(path))
+            path, reason = (found["path"], found["reason"]) if found else ("<unknown file>", str(path).strip())
         self.path, self.reason = Path(path), reason
-        super().__init__(f"Bad image {path}: {reason}. Fix or remove the file, run `python tools/check_dataset.py "
-                         "dataset=…` to list every bad image, or set dataset.on_bad_image=skip to train without them.")
+        super().__init__(f"Bad image {path}: {reason}. {_ADVICE}")
 
-    def __reduce__(self):  # raised in loader workers and re-raised in the main process
+    def __reduce__(self):  # pickled by multiprocessing (e.g. a process pool), kept whole
         return type(self), (self.path, self.reason)

@@ -7,11 +7,13 @@ size before padding (so heads never place anchors, points or detections in paddi
 
 from __future__ import annotations
 
+import atexit
 import functools
 import random
 import signal
-from dataclasses import dataclass
-from typing import Any, Sequence
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +21,12 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import tv_tensors
 
-__all__ = ["Batch", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "aspect_groups", "build_dataloader",
-           "collate", "sample_seed", "seed_worker"]
+__all__ = ["Batch", "DetectionLoader", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "SKIPPED_IMAGES",
+           "aspect_groups", "build_dataloader", "collate", "sample_seed", "seed_worker"]
+
+#: Target key under which a sample lists the image files replaced by it because they could not be loaded
+#: (``dataset.on_bad_image=skip``); ``collate`` moves the paths to ``Batch.skipped_images``.
+SKIPPED_IMAGES = "skipped_images"
 
 
 def _move_target(target: dict[str, Any], fn: Any) -> dict[str, Any]:
@@ -32,12 +38,14 @@ class Batch:
     """A padded batch of images with their targets.
 
     ``images`` is ``[B, 3, H, W]`` float with H and W multiples of the size divisor;
-    ``image_sizes[i]`` is image i's ``(h, w)`` before padding.
+    ``image_sizes[i]`` is image i's ``(h, w)`` before padding. ``skipped_images`` names the image files that
+    could not be loaded and were replaced by others in this batch (``dataset.on_bad_image=skip``).
     """
 
     images: Tensor
     targets: list[dict[str, Any]]
     image_sizes: list[tuple[int, int]]
+    skipped_images: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -52,6 +60,7 @@ class Batch:
             images=move(self.images),
             targets=[_move_target(t, move) for t in self.targets],
             image_sizes=list(self.image_sizes),
+            skipped_images=list(self.skipped_images),
         )
 
     def pin_memory(self) -> Batch:
@@ -61,6 +70,7 @@ class Batch:
             images=self.images.pin_memory(),
             targets=[_move_target(t, lambda x: x.pin_memory()) for t in self.targets],
             image_sizes=list(self.image_sizes),
+            skipped_images=list(self.skipped_images),
         )
 
 
@@ -111,14 +121,16 @@ def collate(
         batch[i, :, : img.shape[-2], : img.shape[-1]].copy_(img)
 
     targets: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for _, target in samples:
-        t = {k: _plain(v) for k, v in target.items()}
+        skipped += target.get(SKIPPED_IMAGES, ())
+        t = {k: _plain(v) for k, v in target.items() if k != SKIPPED_IMAGES}
         if "boxes" in t:
             t["boxes"] = torch.as_tensor(t["boxes"], dtype=torch.float32).reshape(-1, 4)
         if "labels" in t:
             t["labels"] = torch.as_tensor(t["labels"], dtype=torch.int64).reshape(-1)
         targets.append(t)
-    return Batch(images=batch, targets=targets, image_sizes=image_sizes)
+    return Batch(images=batch, targets=targets, image_sizes=image_sizes, skipped_images=skipped)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -250,6 +262,71 @@ class EpochBatchSampler(Sampler[list[EpochIndex]]):
         return len(self.batch_sampler) - self.start_batch
 
 
+class DetectionLoader(DataLoader):
+    """A DataLoader that remembers, in the main process, the image files its batches had to skip, and that never
+    outlives the interpreter with its workers.
+
+    Samples are loaded in worker processes, so a skipped file is known only to the batch that carries it
+    (``Batch.skipped_images``); the training loop need not look: ``pop_skipped_images()`` gives the distinct paths
+    seen since the last call (the runner reports them at the end of each epoch).
+
+    Workers ignore SIGTERM (``seed_worker``), so the way multiprocessing ends daemon processes at exit (terminate,
+    then join) would wait forever for persistent workers still alive then: they are whenever an exception ended
+    training (its traceback keeps the iterator alive), and also when the garbage collector finalized the iterator
+    (torch's shutdown then cannot reach the workers: their queues are finalized first). So the workers are shut down
+    as soon as an error comes out of them, and at exit (see ``_stop_workers_at_exit``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._skipped: dict[str, None] = {}  # an ordered set
+        _LOADERS.add(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()
+        _WORKERS.update(getattr(iterator, "_workers", ()))
+        try:
+            for batch in iterator:
+                for path in getattr(batch, "skipped_images", ()):
+                    self._skipped[path] = None
+                yield batch
+        except Exception:
+            _shutdown(iterator)
+            if iterator is getattr(self, "_iterator", None):
+                self._iterator = None
+            raise
+
+    def pop_skipped_images(self) -> list[str]:
+        skipped, self._skipped = list(self._skipped), {}
+        return skipped
+
+    def shutdown_workers(self) -> None:
+        """Stop the persistent worker processes now (the next iteration starts new ones)."""
+        _shutdown(getattr(self, "_iterator", None))  # torch keeps the persistent workers' iterator here
+        self._iterator = None
+
+
+def _shutdown(iterator: Any) -> None:
+    if hasattr(iterator, "_shutdown_workers"):  # a multi-process iterator
+        iterator._shutdown_workers()
+
+
+_LOADERS: weakref.WeakSet[DetectionLoader] = weakref.WeakSet()
+_WORKERS: weakref.WeakSet[Any] = weakref.WeakSet()  # their worker processes
+
+
+@atexit.register  # registered after multiprocessing's exit handler and torch's, so it runs before them
+def _stop_workers_at_exit() -> None:
+    """Shut down the workers of live loaders the regular way, then kill those of these loaders' workers that are
+    left, which multiprocessing's SIGTERM could not end."""
+    for loader in list(_LOADERS):
+        loader.shutdown_workers()
+    for process in list(_WORKERS):
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+
 def build_dataloader(
     dataset: Dataset,
     batch_size: int,
@@ -280,7 +357,7 @@ def build_dataloader(
         batches: Sampler[list[int]] = GroupedBatchSampler(sampler, groups, batch_size, drop_last)
     else:
         batches = BatchSampler(sampler, batch_size, drop_last)
-    return DataLoader(
+    return DetectionLoader(
         dataset,
         batch_sampler=EpochBatchSampler(batches, seed),
         num_workers=num_workers,

@@ -5,9 +5,14 @@ multi-image transforms can load partners from the same dataset, and reads the ep
 `EpochBatchSampler` so close-mosaic and probability ramps take effect inside persistent workers. Each such sample
 is augmented from its own seed (`sample_seed`), so the data of a run does not depend on the worker count and a
 resumed run sees exactly what the uninterrupted one would have.
+
+With `on_bad_image="skip"`, an image that cannot be loaded (the sample's own or a Mosaic/MixUp partner's) is
+replaced by the next index's and its path travels with the sample to the batch (`Batch.skipped_images`); with
+`"error"` its `BadImageError` stops the run.
 """
 from __future__ import annotations
 
+import functools
 import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from framework.data.bad_images import check_on_bad_image, load_substituting, mark_skipped
 from framework.data.loader import EpochIndex, sample_seed
 from framework.data.transforms.pipeline import Pipeline, Sample
 
@@ -23,12 +29,13 @@ from framework.data.transforms.pipeline import Pipeline, Sample
 class PipelineDataset(Dataset):
     """`dataset[i]` through `pipeline`; metadata (classes, coco, get_image_info…) is the wrapped dataset's."""
 
-    def __init__(self, dataset: Dataset, pipeline: Pipeline | Callable | None) -> None:
+    def __init__(self, dataset: Dataset, pipeline: Pipeline | Callable | None, on_bad_image: str = "error") -> None:
         if getattr(dataset, "transforms", None):
             raise ValueError(f"{type(dataset).__name__} already has transforms; build it with transforms=None and "
                              "give the pipeline to PipelineDataset")
         self.dataset = dataset
         self.pipeline = pipeline
+        self.on_bad_image = check_on_bad_image(on_bad_image)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -42,11 +49,15 @@ class PipelineDataset(Dataset):
             return self._load(int(index))
 
     def _load(self, index: int) -> Sample:
-        pipeline = self.pipeline
+        pipeline, load, skipped = self.pipeline, self.dataset.__getitem__, []
+        if self.on_bad_image == "skip":
+            load = functools.partial(load_substituting, load, length=len(self.dataset), skipped=skipped)
         if isinstance(pipeline, Pipeline):
-            return pipeline.sample(index, self.dataset.__getitem__, len(self.dataset))
-        sample = self.dataset[index]
-        return pipeline(*sample) if pipeline is not None else sample
+            sample = pipeline.sample(index, load, len(self.dataset))
+        else:
+            sample = load(index)
+            sample = pipeline(*sample) if pipeline is not None else sample
+        return mark_skipped(sample, skipped)
 
     def __getattr__(self, name: str) -> Any:
         # only called for attributes not found here: classes, num_classes, coco, get_image_info, …

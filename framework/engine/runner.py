@@ -197,7 +197,15 @@ class Runner:
         seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
         t, data = cfg.trainer, cfg.dataset
         device = resolve_device(t.device, info.local_rank)
-        val_set = instantiate(data.val, transforms=instantiate(cfg.pipeline.val))
+        from framework.data.bad_images import screen_dataset
+        from framework.data.scan import scan_images
+
+        def scanned(dataset: Any) -> Any:  # rank 0 reads the image files, every rank applies what it found
+            return distributed.broadcast_object(scan_images(dataset) if info.is_main else None)
+
+        bad_images = dict(scan=data.scan_images, on_bad_image=data.on_bad_image, scanner=scanned)
+        val_set = screen_dataset(instantiate(data.val, transforms=instantiate(cfg.pipeline.val)), "val",
+                                 substitute=True, **bad_images)
         model = instantiate(cfg.model)
         if model.num_classes != val_set.num_classes:
             raise ConfigError(
@@ -223,7 +231,8 @@ class Runner:
         kwargs: dict[str, Any] = {}
         if training:
             batch_size = per_rank_batch_size(data.batch_size, info.world_size)
-            train_set = PipelineDataset(instantiate(data.train), instantiate(cfg.pipeline.train))
+            train_set = PipelineDataset(screen_dataset(instantiate(data.train), "train", **bad_images),
+                                        instantiate(cfg.pipeline.train), on_bad_image=data.on_bad_image)
             if len(train_set) < data.batch_size:
                 raise ConfigError(f"The training set has {len(train_set)} images, fewer than dataset.batch_size="
                                   f"{data.batch_size}; lower the batch size.")
@@ -385,6 +394,11 @@ class Runner:
         if self.nonfinite_in_epoch:
             logger.warning(f"Epoch {self.epoch + 1}: {self.nonfinite_in_epoch} step(s) skipped for a non-finite loss "
                            f"({self.nonfinite_skipped} of trainer.skip_nonfinite={self.skip_nonfinite} used).")
+        from framework.data.bad_images import skipped_images_report
+
+        skipped = skipped_images_report(self.epoch + 1, self.train_loader, distributed.gather_objects)
+        if skipped and self.dist.is_main:
+            logger.info(skipped)
 
     def _optimizer_step(self, measure: bool, update: bool = True) -> float | None:
         """Unscale, clip, step, update the EMA and the schedule; returns the gradient norm if clipped or asked.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from framework.data.errors import BadImageError
+from framework.data.errors import BadImageError, DatasetError
 from framework.data.datasets.coco import CocoDetection, DatasetNotFoundError
 
 ANN = "annotations/instances_train.json"
@@ -128,7 +130,7 @@ def test_missing_annotation_and_image_folder(coco_root: Path) -> None:
 def test_broken_json_names_file_and_position(coco_root: Path) -> None:
     bad = coco_root / "annotations" / "broken.json"
     bad.write_text('{"images": [\n  {"id": 1,,}\n]}')
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(DatasetError) as info:  # printed by the tools without a traceback
         CocoDetection(str(coco_root), "annotations/broken.json", "imgs")
     msg = str(info.value)
     assert str(bad) in msg and "line 2" in msg and "column" in msg
@@ -157,3 +159,119 @@ def test_works_with_transforms_v2(coco_root: Path) -> None:
     )
     assert target["labels"].tolist() == [0, 2]
     assert target["image_id"] == 1 and target["orig_size"] == (32, 48)
+
+
+def test_degenerate_boxes_are_counted_and_reported_once(coco_root: Path, caplog) -> None:
+    data = json.loads((coco_root / ANN).read_text())
+    data["annotations"] += [
+        {"id": 6, "image_id": 2, "category_id": 1, "bbox": [1, 1, float("nan"), 3], "area": 0, "iscrowd": 0},
+        {"id": 7, "image_id": 2, "category_id": 1, "bbox": [1, 1, 4, -3], "area": 0, "iscrowd": 0},
+        {"id": 8, "image_id": 3, "category_id": 1, "bbox": [25, 25, 4, 4], "area": 16, "iscrowd": 0},  # outside
+        {"id": 9, "image_id": 3, "category_id": 1, "bbox": [1, 1, float("inf"), 3], "area": 0, "iscrowd": 1},
+        {"id": 10, "image_id": 42, "category_id": 1, "bbox": [1, 1, 4, 3], "area": 12, "iscrowd": 0},
+    ]
+    (coco_root / ANN).write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="framework"):
+        ds = CocoDetection(str(coco_root), ANN, "imgs")
+    # Crowd regions are not training boxes: neither counted nor reported.
+    assert ds.box_report == {"clipped": 1, "dropped_empty": 2, "dropped_nonfinite": 1, "dropped_outside": 1,
+                             "dropped_no_image": 1}
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{ds.ann_file}: 4 boxes dropped (2 zero or negative size, 1 NaN or infinite, 1 outside "
+                              "the image) and 1 box clipped to the image, e.g. image 2 annotation 6 (NaN or infinite), "
+                              "image 1 annotation 4 (zero or negative size), image 3 annotation 8 (outside the image), "
+                              "image 1 annotation 2 (clipped); dropped boxes are left out of training; 1 annotation of "
+                              "images not listed in 'images' ignored, e.g. annotation 10 of image 42")
+    assert ds[1][1]["labels"].tolist() == [1] and len(ds[2][1]["labels"]) == 0
+    assert CocoDetection(str(coco_root), ANN, "imgs", filter_empty=True).ids == [1, 2]
+
+
+def test_clean_file_reports_nothing(tmp_path: Path, caplog) -> None:
+    root = _write_tiny_coco(tmp_path / "c")
+    data = json.loads((root / ANN).read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["id"] in (1, 3, 5)]
+    (root / ANN).write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="framework"):
+        ds = CocoDetection(str(root), ANN, "imgs")
+    assert not caplog.records and not any(ds.box_report.values())
+
+
+def test_annotations_are_arrays_and_the_coco_index_is_lazy(coco_root: Path) -> None:
+    ds = CocoDetection(str(coco_root), ANN, "imgs")
+    assert ds._coco is None  # nothing built until the evaluator asks
+    state = pickle.dumps(ds)  # what a spawned loader worker receives
+    assert b"supercategory" not in state and len(state) < 3000
+    assert ds.get_image_info(0) == {"id": 1, "file_name": "a.jpg", "height": 32, "width": 48}
+    assert ds.image_path(1) == coco_root / "imgs" / "b.jpg" and ds.image_id(2) == 3
+    coco = ds.coco
+    assert coco is ds.coco and sorted(coco.imgs) == [1, 2, 3] and len(coco.anns) == 5  # the file as written
+    assert coco.imgs[1]["file_name"] == "a.jpg" and coco.anns[3]["iscrowd"] == 1
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._coco is None and len(copy.coco.anns) == 5  # not pickled, rebuilt on demand
+    for i in range(len(ds)):
+        a, b = ds[i][1], copy[i][1]
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_missing_iscrowd_and_area_are_filled_for_the_evaluator(coco_root: Path) -> None:
+    data = json.loads((coco_root / ANN).read_text())
+    for ann in data["annotations"]:
+        ann.pop("iscrowd"), ann.pop("area")
+    (coco_root / ANN).write_text(json.dumps(data))
+    coco = CocoDetection(str(coco_root), ANN, "imgs").coco
+    assert coco.anns[1]["iscrowd"] == 0 and coco.anns[1]["area"] == 80.0
+
+
+def test_missing_image_size_is_read_from_the_file(coco_root: Path) -> None:
+    data = json.loads((coco_root / ANN).read_text())
+    for img in data["images"]:
+        del img["width"], img["height"]
+    (coco_root / ANN).write_text(json.dumps(data))
+    ds = CocoDetection(str(coco_root), ANN, "imgs")
+    assert [(ds.get_image_info(i)["height"], ds.get_image_info(i)["width"]) for i in range(3)] == [
+        (32, 48), (40, 32), (20, 20)]
+    (coco_root / "imgs" / "b.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"image 2 \(images\[2\]\) has no height/width, and the size of its "
+                                           r"image .*b\.jpg cannot be read"):
+        CocoDetection(str(coco_root), ANN, "imgs")
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda d: d["annotations"][1].update(bbox=[30, 20, 30]),
+     r"annotation 2 \(annotations\[1\]\) has 'bbox': \[30, 20, 30\], expected \[x, y, width, height\]"),
+    (lambda d: d["annotations"][1].update(bbox=[30, 20, "30", 20]), r"annotation 2 \(annotations\[1\]\) has 'bbox'"),
+    (lambda d: d["annotations"][1].update(bbox=None), r"annotation 2 \(annotations\[1\]\) has 'bbox': None"),
+    (lambda d: d["annotations"][0].pop("bbox"), r"annotation 1 \(annotations\[0\]\) has no 'bbox'"),
+    (lambda d: d["annotations"][4].update(category_id=5),
+     r"annotation 5 \(annotations\[4\]\) of image 2 has category_id 5, which is not in 'categories' \(ids: 1, 3, "
+     r"7\)"),
+    (lambda d: d["annotations"][2].update(category_id=5), r"annotation 3 .* category_id 5"),  # crowd too
+    (lambda d: d["annotations"][3].update(category_id="1"), r"annotation 4 .* has 'category_id': '1', expected an "),
+    (lambda d: d["annotations"][3].pop("id"), r"annotations\[3\] has no 'id'"),
+    (lambda d: d["annotations"][3].update(iscrowd="no"), r"annotation 4 .* has 'iscrowd': 'no', expected 0 or 1"),
+    (lambda d: d["annotations"].append([1, 2]), r"annotations\[5\] is a list, expected an object"),
+    (lambda d: d["images"][1].pop("file_name"), r"image 1 \(images\[1\]\) has no 'file_name'"),
+    (lambda d: d["images"][2].pop("id"), r"images\[2\] has no 'id'"),
+    (lambda d: d["images"][2].update(id=3), r"image 3 \(images\[2\]\): image id 3 appears twice in 'images' "
+                                            r"\(also images\[0\]\)"),
+    (lambda d: d["images"][0].update(width="wide"), r"image 3 \(images\[0\]\) has 'width': 'wide', expected a "),
+    (lambda d: d["categories"][0].pop("name"), r"category 7 \(categories\[0\]\) has no 'name'"),
+    (lambda d: d.update(annotations={"1": {}}), r"'annotations' is a object, expected a list"),
+    (lambda d: d.pop("images"), r"is not a COCO detection annotation file"),
+], ids=["bbox-3", "bbox-str", "bbox-null", "no-bbox", "category", "crowd-category", "category-str", "no-id",
+        "iscrowd", "ann-list", "no-file-name", "no-image-id", "duplicate-image", "width-str", "no-cat-name",
+        "anns-object", "no-images"])
+def test_malformed_records_name_file_and_position(coco_root: Path, edit, expected: str) -> None:
+    data = json.loads((coco_root / ANN).read_text())
+    edit(data)
+    (coco_root / ANN).write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=expected) as info:
+        CocoDetection(str(coco_root), ANN, "imgs")
+    assert str((coco_root / ANN).resolve()) in str(info.value) or str(coco_root / ANN) in str(info.value)
+
+
+def test_undecodable_bytes_name_the_position(coco_root: Path) -> None:
+    (coco_root / ANN).write_bytes(b'{"images": [],\n "categories": [{"name": "\xff"}]}')
+    with pytest.raises(DatasetError, match=r"instances_train\.json: it is not UTF-8 text \(byte 0xff at line 2, "
+                                           r"column 27\)"):
+        CocoDetection(str(coco_root), ANN, "imgs")

@@ -19,6 +19,7 @@ from framework.data.datasets.coco import CocoDetection, DatasetNotFoundError
 from framework.data.datasets.shapes import SHAPES_CLASSES, generate_shapes
 from framework.data.datasets.shapes_voc import DIFFICULT_SIDE, write_shapes_voc
 from framework.data.datasets.voc import VOC_CLASSES, VOCDetection
+from framework.data.errors import DatasetError
 
 # A real-looking VOC2007 annotation: dog (truncated), person (difficult, no <truncated>), cat with a box starting at
 # pixel 1 (the first column/row in VOC's 1-based convention) and ending at the last one.
@@ -259,22 +260,52 @@ def test_explicit_classes_and_classes_file(voc_root: Path) -> None:
         (_xml("<object><bndbox/></object>"), r"object 1 has no <name>"),
         (_xml("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>a</ymin><xmax>4</xmax><ymax>4</ymax></bndbox>"
               "</object>"), r"object 1 has <bndbox>/<ymin>a</ymin>, expected a number"),
-        (_xml(_obj("cat", (9, 1, 4, 5))), r"object 1 \('cat'\) has an inverted box: xmin=9 xmax=4"),
         (_xml(_obj("cat", (1, 1, 4, 5), difficult=2)), r"object 1 has <difficult>2</difficult>, expected 0 or 1"),
         ("<annotation>\n  <size><width>3</width></size>\n  <object><name>cat</name>\n</annotation>\n",
          r"Could not parse VOC annotation file .*000001\.xml: mismatched tag at line 4, column 2"),
         ("", r"Could not parse VOC annotation file .*000001\.xml: no element found at line 1, column 0"),
         ("<html></html>", r"000001\.xml: root element is <html>, expected <annotation>"),
     ],
-    ids=["typo", "unknown", "no-bndbox", "no-xmax", "no-name", "nan", "inverted", "flag", "mismatched", "empty",
-         "root"],
+    ids=["typo", "unknown", "no-bndbox", "no-xmax", "no-name", "nan", "flag", "mismatched", "empty", "root"],
 )
 def test_malformed_xml_names_file_and_element(tmp_path: Path, xml: str, expected: str) -> None:
     root = tmp_path / "VOCdevkit"
     _write_year(root, "2007", {"000001": (xml, Image.new("RGB", (8, 8)))}, {"test": ["000001"]})
-    with pytest.raises(ValueError, match=expected) as info:
+    with pytest.raises(DatasetError, match=expected) as info:  # printed without a traceback by the tools
         VOCDetection(str(root), ["2007"], "test")
     assert str(root / "VOC2007" / "Annotations" / "000001.xml") in str(info.value)
+
+
+def test_xml_cut_in_half_names_line_and_column(voc_root: Path) -> None:
+    xml = voc_root / "VOC2007" / "Annotations" / "000005.xml"
+    text = xml.read_text()
+    xml.write_text(text[: len(text) // 2])
+    with pytest.raises(DatasetError, match=r"Could not parse VOC annotation file .*000005\.xml: .* at line \d+, "
+                                           r"column \d+") as info:
+        VOCDetection(str(voc_root), ["2007"], "trainval")
+    assert str(xml) in str(info.value)
+
+
+def test_degenerate_boxes_are_dropped_or_clipped_and_counted(tmp_path: Path, caplog) -> None:
+    """Inverted and NaN/inf boxes are dropped (training and evaluation); boxes reaching out of the image are cut for
+    training only (the evaluation keeps them as written, as the devkit does), and everything is counted."""
+    objects = (_obj("cat", (2, 2, 10, 10)) + _obj("cat", (9, 1, 4, 5)) + _obj("dog", (20, 30, 40, 50))
+               + _obj("dog", (50, 50, 60, 60)) + _obj("cat", (3, 3, 8, 8)).replace("<xmin>3<", "<xmin>nan<")
+               + _obj("cat", (3, 3, 8, 8)).replace("<ymax>8<", "<ymax>1e400<"))
+    root = tmp_path / "VOCdevkit"
+    _write_year(root, "2007", {"000001": (_xml(objects, 32, 40), Image.new("RGB", (32, 40)))}, {"test": ["000001"]})
+    with caplog.at_level("WARNING", logger="framework"):
+        ds = VOCDetection(str(root), ["2007"], "test")
+    assert ds.box_report == {"clipped": 1, "dropped_empty": 1, "dropped_nonfinite": 2, "dropped_outside": 1}
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "framework"]
+    assert "(test of VOC2007): 4 boxes dropped (1 zero or negative size, 2 NaN or infinite, 1 outside the image) and " \
+           "1 box clipped to the image" in message
+    assert "VOC2007/Annotations/000001.xml object 2 (zero or negative size)" in message
+    assert "object 5 (NaN or infinite)" in message
+    np.testing.assert_array_equal(ds.get_annotation(0)["boxes"], [[1, 1, 10, 10], [19, 29, 40, 50], [49, 49, 60, 60]])
+    _, target = ds[0]
+    np.testing.assert_array_equal(_t(target["boxes"]).numpy(), [[1, 1, 10, 10], [19, 29, 32, 40]])
+    assert target["labels"].tolist() == [VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")]
 
 
 # ------------------------------------------------------------------------------------------------ missing files

@@ -156,7 +156,7 @@ def test_plot_run_redraws_a_runs_figures(trained_run, repo_root, tmp_path):
 
 
 @pytest.mark.parametrize("tool", ["train", "test", "infer", "analyze", "export", "plot_run", "eval_results",
-                                  "browse_dataset"])
+                                  "browse_dataset", "check_dataset"])
 def test_every_tool_explains_itself_in_help(repo_root, tool):
     proc = run(repo_root, f"tools/{tool}.py", "--help")
     doc = (repo_root / "tools" / f"{tool}.py").read_text().split('"""')[1].strip().splitlines()[0]

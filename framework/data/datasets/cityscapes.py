@@ -41,7 +41,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from framework.data.datasets.box_report import count_boxes
 from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.errors import DatasetError
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -135,14 +137,14 @@ def _read_instance_ids(path: Path) -> np.ndarray:
     try:
         img = Image.open(path)
     except Exception as e:  # PIL raises OSError, SyntaxError, zlib errors… depending on the damage
-        raise ValueError(f"Could not decode instance-id PNG {path}: {e}") from e
+        raise DatasetError(f"Could not decode instance-id PNG {path}: {e}") from e
     with img:
         try:
             img.load()
         except Exception as e:
-            raise ValueError(f"Could not decode instance-id PNG {path}: {e}") from e
+            raise DatasetError(f"Could not decode instance-id PNG {path}: {e}") from e
         if img.mode not in _ID_MODES:
-            raise ValueError(
+            raise DatasetError(
                 f"{path} has image mode {img.mode!r}, expected a 16-bit greyscale PNG ({INSTANCE_IDS_SUFFIX}: "
                 "label_id * 1000 + instance for instances, label_id elsewhere)"
             )
@@ -155,7 +157,7 @@ def _header_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return int(img.height), int(img.width)
     except Exception as e:
-        raise ValueError(f"Could not read image {path}: {e}") from e
+        raise DatasetError(f"Could not read image {path}: {e}") from e
 
 
 class _Scanned(NamedTuple):
@@ -180,7 +182,7 @@ def _objects_from_ids(ids: np.ndarray, path: Path) -> tuple[np.ndarray, ...]:
     bad |= (vals >= 1000) & ~_HAS_INSTANCES[np.minimum(label_ids, _MAX_LABEL_ID)]
     if bad.any():
         v = int(vals[np.argmax(bad)])
-        raise ValueError(
+        raise DatasetError(
             f"{path}: pixel value {v} is not a Cityscapes id (expected label ids 0..{_MAX_LABEL_ID}, or "
             f"label_id * 1000 + k for a class with instances: "
             f"{', '.join(f'{lb.name} {lb.id}' for lb in CITYSCAPES_INSTANCE_LABELS)})"
@@ -219,7 +221,7 @@ def _scan(left: Path, inst_path: Path) -> _Scanned:
     h, w = ids.shape
     ih, iw = _header_size(left)
     if (ih, iw) != (h, w):
-        raise ValueError(f"{inst_path} is {w}x{h} but its image {left} is {iw}x{ih}; they must match")
+        raise DatasetError(f"{inst_path} is {w}x{h} but its image {left} is {iw}x{ih}; they must match")
     return _Scanned(h, w, *_objects_from_ids(ids, inst_path))
 
 
@@ -297,6 +299,10 @@ class CityscapesDetection(torch.utils.data.Dataset):
         self._crowd_boxes = _concat([s.crowd_boxes for s in scanned], (0, 4), np.float32)
         self._crowd_labels = _concat([s.crowd_labels for s in scanned], (0,), np.int64)
         self._crowd_areas = _concat([s.crowd_areas for s in scanned], (0,), np.int64)
+
+        # Boxes are the extents of mask pixels: never empty, NaN or outside the image. The report is here so that
+        # every dataset has one (all zeros).
+        self.box_report: dict[str, int] = count_boxes(np.zeros(0, dtype=np.int8))
 
         positions = np.arange(len(files))
         if filter_empty:

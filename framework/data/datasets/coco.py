@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
-from framework.data.errors import BadImageError, DatasetError
+from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
+from framework.data.errors import BadImageError
 
 __all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample"]
 
@@ -75,28 +76,6 @@ def _layout_hint(root: Path, ann_file: str, img_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _load_json(path: Path) -> dict[str, Any]:
-    """Parse the annotation file ourselves so a syntax error names the file and position.
-
-    ``pycocotools`` would raise a bare ``JSONDecodeError`` that does not say which of
-    several annotation files was broken.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"Could not parse COCO annotation file {path}: {e.msg} "
-            f"at line {e.lineno}, column {e.colno}"
-        ) from e
-    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
-        raise ValueError(
-            f"{path} is not a COCO detection annotation file: expected a JSON object "
-            "with at least 'images' and 'categories' keys"
-        )
-    return data
-
-
 def coco_index(data: dict[str, Any]) -> COCO:
     """A pycocotools index over an annotation dict (a file's, or one a loader builds), without its prints."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -140,8 +119,15 @@ class CocoDetection(torch.utils.data.Dataset):
     Crowd annotations are left out of ``boxes``/``labels``: pycocotools reads them
     from the ground-truth file at evaluation time and treats them as ignore regions,
     so training never sees them as positives. Boxes are clipped to the image and
-    degenerate ones dropped here, because every downstream consumer (assigners,
-    losses, augmentations) assumes positive-area boxes.
+    degenerate ones (zero or negative size, NaN/inf, outside the image) dropped when the
+    dataset is built, counted in ``box_report`` and reported in one warning, because every
+    downstream consumer (assigners, losses, augmentations) assumes positive-area boxes.
+
+    The annotations are held in flat numpy arrays (see
+    :mod:`~framework.data.datasets.coco_tables`), not in pycocotools' dict-of-dicts index,
+    so forked loader workers share them instead of each copying them page by page. The
+    pycocotools index the evaluator needs is :attr:`coco`, built from the file on first use
+    and never pickled.
     """
 
     def __init__(
@@ -168,82 +154,88 @@ class CocoDetection(torch.utils.data.Dataset):
         self.img_dir: Path = img_path
         self.transforms = transforms
 
-        coco = coco_index(_load_json(ann_path))
-        self.coco: COCO = coco
-
-        self.cat_ids: list[int] = sorted(int(c) for c in coco.getCatIds())
-        self.classes: list[str] = [coco.cats[c]["name"] for c in self.cat_ids]
+        tables = read_coco_tables(ann_path, img_path)
+        self.box_report: dict[str, int] = tables.box_report
+        self.cat_ids: list[int] = tables.cat_ids
+        self.classes: list[str] = tables.classes
         self.cat_id_to_label: dict[int, int] = {c: i for i, c in enumerate(self.cat_ids)}
         self.label_to_cat_id: list[int] = list(self.cat_ids)
         self.num_classes: int = len(self.cat_ids)
-
-        ids = sorted(int(i) for i in coco.imgs.keys())
         if filter_empty:
-            ids = [i for i in ids if len(self._load_boxes(i)[1]) > 0]
-        self.ids: list[int] = ids
+            trainable = np.repeat(np.arange(len(tables.image_ids)), np.diff(tables.offsets))[~tables.iscrowd]
+            tables = tables.select(np.bincount(trainable, minlength=len(tables.image_ids)) > 0)
+        self._tables: CocoTables = tables
+        self._coco: COCO | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        """COCO image ids of the samples, in order (ascending). A new list on each access: index it once."""
+        return self._tables.image_ids.tolist()
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._tables.image_ids)
+
+    def _pos(self, index: int) -> int:
+        """`index` as a row of the arrays: negative ones count from the end, others past it raise IndexError."""
+        return range(len(self._tables.image_ids))[index]
+
+    def image_id(self, index: int) -> int:
+        return int(self._tables.image_ids[self._pos(index)])
 
     def get_image_info(self, index: int) -> dict[str, Any]:
-        """Image record (file_name, height, width, …) without decoding the image.
+        """Image record (id, file_name, height, width) without decoding the image.
 
         Lets samplers group by aspect ratio cheaply.
         """
-        return self.coco.imgs[self.ids[index]]
-
-    def _image_path(self, img_id: int) -> Path:
-        return self.img_dir / self.coco.imgs[img_id]["file_name"]
+        i = self._pos(index)
+        h, w = self._tables.sizes[i]
+        return {"id": self.image_id(i), "file_name": self._tables.file_name(i), "height": int(h), "width": int(w)}
 
     def image_path(self, index: int) -> Path:
         """The image file of sample `index` (what dataset scans check)."""
-        return self._image_path(self.ids[index])
+        return self.img_dir / self._tables.file_name(self._pos(index))
 
-    def _load_boxes(
-        self, img_id: int, size: tuple[int, int] | None = None
-    ) -> tuple[list[list[float]], list[int]]:
-        """Usable XYXY boxes and contiguous labels of one image.
+    @property
+    def coco(self) -> COCO:
+        """The annotation file as a pycocotools ``COCO`` index, for the COCO evaluator (ground truth as written,
+        crowd regions included). Built on first use, since training workers never need it, and not pickled.
 
-        ``size`` is the decoded (H, W) used for clipping; without it the size recorded in
-        the annotation file is used (enough for ``filter_empty``).
+        Annotations without ``iscrowd`` or ``area`` get 0 and the box's area, as pycocotools' ``loadRes`` does for
+        results: its evaluation reads both and would fail on the first image without them.
         """
-        if size is None:
-            info = self.coco.imgs[img_id]
-            size = (int(info["height"]), int(info["width"]))
-        h, w = size
-        boxes: list[list[float]] = []
-        labels: list[int] = []
-        for ann in self.coco.imgToAnns.get(img_id, []):
-            if ann.get("iscrowd", 0):
-                continue
-            cat = int(ann["category_id"])
-            if cat not in self.cat_id_to_label:
-                raise ValueError(
-                    f"{self.ann_file}: annotation {ann.get('id')} of image {img_id} has "
-                    f"category_id {cat}, which is not in 'categories'"
-                )
-            x, y, bw, bh = (float(v) for v in ann["bbox"])
-            x1, y1 = min(max(x, 0.0), w), min(max(y, 0.0), h)
-            x2, y2 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
-            if x2 <= x1 or y2 <= y1:
-                continue
-            boxes.append([x1, y1, x2, y2])
-            labels.append(self.cat_id_to_label[cat])
-        return boxes, labels
+        if self._coco is None:
+            data = load_coco_json(Path(self.ann_file))
+            for ann in data.get("annotations", []):
+                ann.setdefault("iscrowd", 0)
+                if "area" not in ann:
+                    ann["area"] = box_area(ann["bbox"])
+            self._coco = coco_index(data)
+        return self._coco
 
-    def _load_image(self, img_id: int) -> torch.Tensor:
-        return decode_rgb(self._image_path(img_id), f"image_id={img_id}")
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
+        return state
+
+    def _load_image(self, index: int) -> torch.Tensor:
+        return decode_rgb(self.image_path(index), f"image_id={self.image_id(index)}")
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        img_id = self.ids[index]
-        data = self._load_image(img_id)
-        # Clip to the decoded size: it is what the boxes will be drawn on from now on.
-        boxes, labels = self._load_boxes(img_id, (int(data.shape[-2]), int(data.shape[-1])))
-        return detection_sample(data, boxes, labels, img_id, self.transforms)
+        t, index = self._tables, self._pos(index)
+        data = self._load_image(index)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = slice(t.offsets[index], t.offsets[index + 1])
+        crowd = t.iscrowd[s]
+        # The boxes were clipped to the size in the file; clip again to the decoded size (what they are drawn on
+        # from now on), in case the file is wrong about it.
+        boxes = t.boxes[s][~crowd]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return detection_sample(data, boxes[keep], t.labels[s][~crowd][keep], self.image_id(index), self.transforms)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(ann_file={self.ann_file!r}, images={len(self)}, "
             f"classes={self.num_classes})"
         )
-

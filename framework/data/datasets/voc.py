@@ -24,6 +24,11 @@ ground truth of the VOC evaluator, always includes them with their flag.
 
 Annotations are parsed once, at construction, into a few flat numpy arrays (not a dict per object): the dataset
 is copied into every loader worker, and flat arrays stay small and are not touched by reference counting.
+
+Degenerate boxes. An inverted box (``xmax < xmin``) or one with NaN/inf coordinates is dropped, from training and
+evaluation; a box reaching out of the image is cut to it for training (and left out if nothing is left). They are
+counted in ``box_report`` and reported in one warning when the dataset is built; malformed XML (a file cut short,
+a non-numeric coordinate, a missing ``<bndbox>``) raises a ``DatasetError`` naming the file and the position.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from framework.data.datasets.box_report import EMPTY, NONFINITE, check_boxes, report_boxes
 from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.errors import DatasetError
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "read_classes_file"]
 
@@ -82,25 +89,35 @@ def _misplaced_root_hint(root: Path, year: str) -> str:
     return ""
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file; bytes that are not UTF-8 are reported with the file and line (a DatasetError)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DatasetError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line})") from None
+
+
 def read_classes_file(path: str | Path) -> list[str]:
     """Class names from a ``classes.txt``: one per line, blank lines and ``#`` comments skipped."""
     names = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in _read_text(Path(path)).splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             names.append(line)
     if not names:
-        raise ValueError(f"{path} lists no class names")
+        raise DatasetError(f"{path} lists no class names")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"{path} lists class name(s) {dup} more than once")
+        raise DatasetError(f"{path} lists class name(s) {dup} more than once")
     return names
 
 
 def _read_image_set(path: Path) -> list[str]:
     """Image ids of an image-set file; the first token of each line (class-specific files add a ±1 column)."""
     ids: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path).splitlines():
         parts = line.split()
         if parts:
             ids.append(parts[0])
@@ -132,10 +149,10 @@ def _flag(obj: ET.Element, tag: str, where: str) -> bool:
         return False
     try:
         value = int(float(text))
-    except ValueError:
-        raise ValueError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1") from None
+    except (ValueError, OverflowError):
+        raise DatasetError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1") from None
     if value not in (0, 1):
-        raise ValueError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1")
+        raise DatasetError(f"{where} has <{tag}>{text}</{tag}>, expected 0 or 1")
     return bool(value)
 
 
@@ -146,9 +163,9 @@ def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
     except ET.ParseError as e:
         line, col = e.position
         msg = str(e).split(":", 1)[0]  # "mismatched tag: line 3, column 2" → "mismatched tag"
-        raise ValueError(f"Could not parse VOC annotation file {path}: {msg} at line {line}, column {col}") from e
+        raise DatasetError(f"Could not parse VOC annotation file {path}: {msg} at line {line}, column {col}") from e
     if root.tag != "annotation":
-        raise ValueError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+        raise DatasetError(f"{path}: root element is <{root.tag}>, expected <annotation>")
 
     height = width = 0
     size = root.find("size")
@@ -159,8 +176,8 @@ def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
                 continue
             try:
                 value = int(float(text))
-            except ValueError:
-                raise ValueError(f"{path}: <size>/<{tag}> is {text!r}, expected a number") from None
+            except (ValueError, OverflowError):
+                raise DatasetError(f"{path}: <size>/<{tag}> is {text!r}, expected a number") from None
             if tag == "width":
                 width = value
             else:
@@ -174,29 +191,26 @@ def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
         where = f"{path}: object {k}"
         name = _text(obj, "name")
         if name is None:
-            raise ValueError(f"{where} has no <name>")
+            raise DatasetError(f"{where} has no <name>")
         if name not in class_to_label:
             close = difflib.get_close_matches(name, list(class_to_label), n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known classes: {', '.join(class_to_label)})"
-            raise ValueError(f"{where} has unknown class '{name}'{hint}")
+            raise DatasetError(f"{where} has unknown class '{name}'{hint}")
         bnd = obj.find("bndbox")
         if bnd is None:
-            raise ValueError(f"{where} has no <bndbox>")
+            raise DatasetError(f"{where} has no <bndbox>")
         coords = []
         for tag in ("xmin", "ymin", "xmax", "ymax"):
             text = _text(bnd, tag)
             if text is None:
-                raise ValueError(f"{where} has no <bndbox>/<{tag}>")
+                raise DatasetError(f"{where} has no <bndbox>/<{tag}>")
             try:
-                coords.append(float(text))
+                coords.append(float(text))  # "nan" and "inf" parse: such boxes are dropped (and counted) later
             except ValueError:
-                raise ValueError(f"{where} has <bndbox>/<{tag}>{text}</{tag}>, expected a number") from None
+                raise DatasetError(f"{where} has <bndbox>/<{tag}>{text}</{tag}>, expected a number") from None
         xmin, ymin, xmax, ymax = coords
-        if xmax < xmin or ymax < ymin:  # equal is fine: a one-pixel-wide box in the inclusive convention
-            raise ValueError(
-                f"{where} ('{name}') has an inverted box: xmin={_num(xmin)} xmax={_num(xmax)} "
-                f"ymin={_num(ymin)} ymax={_num(ymax)}"
-            )
+        # xmax < xmin (an inverted box), NaN and inf are counted and dropped by the dataset, not raised here: one
+        # bad box among thousands should not stop a run. xmax == xmin is a one-pixel-wide box (inclusive indices).
         boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))
         labels.append(class_to_label[name])
         difficult.append(_flag(obj, "difficult", where))
@@ -204,16 +218,15 @@ def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
     return _Parsed(
         height,
         width,
-        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         np.asarray(labels, dtype=np.int64),
         np.asarray(difficult, dtype=bool),
         np.asarray(truncated, dtype=bool),
     )
 
 
-def _num(v: float) -> str:
-    """A coordinate as written in the file (no '.0' on integers)."""
-    return str(int(v)) if float(v).is_integer() else str(v)
+def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
 
 
 def _header_size(path: Path) -> tuple[int, int]:
@@ -221,9 +234,13 @@ def _header_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
     if not path.is_file():
-        raise FileNotFoundError(f"Image file {path} does not exist (and its annotation has no usable <size>)")
-    with Image.open(path) as img:
-        return int(img.height), int(img.width)
+        raise DatasetNotFoundError(f"Image file {path} does not exist (and its annotation has no usable <size>)")
+    try:
+        with Image.open(path) as img:
+            return int(img.height), int(img.width)
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError… depending on the damage
+        raise DatasetError(f"Could not read the size of image {path} (its annotation has no usable <size>): "
+                           f"{str(e).strip() or type(e).__name__}") from e
 
 
 class VOCDetection(torch.utils.data.Dataset):
@@ -311,25 +328,44 @@ class VOCDetection(torch.utils.data.Dataset):
                 counts.append(len(p.labels))
                 parts.append(p)
 
-        image_ids = np.arange(1, len(ids) + 1, dtype=np.int64)
-        keep = np.ones(len(ids), dtype=bool)
+        n = len(ids)
+        all_sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)  # (H, W)
+        img_of = np.repeat(np.arange(n), np.asarray(counts, dtype=np.int64))  # image of each object, in file order
+        obj_of = np.concatenate([np.arange(1, c + 1) for c in counts]) if n else np.zeros(0, np.int64)
+        boxes = _concat([p.boxes for p in parts], (0, 4), np.float64)
+        codes, _ = check_boxes(boxes, all_sizes[img_of, 0], all_sizes[img_of, 1])
+
+        def describe(i: int) -> str:
+            return f"VOC{self.years[year_of[img_of[i]]]}/Annotations/{ids[img_of[i]]}.xml object {obj_of[i]}"
+
+        self.box_report: dict[str, int] = report_boxes(
+            f"{self.root} ({image_set} of VOC{'+'.join(self.years)})", codes, describe)
+        # NaN/inf and inverted boxes are dropped here, for training and evaluation alike. Boxes reaching out of the
+        # image (counted as clipped or outside) stay as written for the evaluation and are cut by _usable.
+        good = (codes != NONFINITE) & (codes != EMPTY)
+        img_of = img_of[good]
+        boxes = boxes[good].astype(np.float32)
+        labels = _concat([p.labels for p in parts], (0,), np.int64)[good]
+        difficult = _concat([p.difficult for p in parts], (0,), bool)[good]
+        truncated = _concat([p.truncated for p in parts], (0,), bool)[good]
+
+        keep = np.ones(n, dtype=bool)
         if filter_empty:
-            for i, p in enumerate(parts):
-                usable = self._usable(p.boxes, p.difficult, sizes[i])
-                keep[i] = bool(usable.any())
+            usable = self._usable(boxes, difficult, (all_sizes[img_of, 0], all_sizes[img_of, 1]))
+            keep = np.bincount(img_of[usable], minlength=n) > 0
         idx = np.flatnonzero(keep)
+        rows = keep[img_of]
 
         self.ids: list[str] = [ids[i] for i in idx]
-        self._image_ids = image_ids[idx]
+        self._image_ids = np.arange(1, n + 1, dtype=np.int64)[idx]
         self._year_of = np.asarray(year_of, dtype=np.int16)[idx]
-        self._sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)[idx]  # (H, W)
-        kept = [parts[i] for i in idx]
-        self._offsets = np.zeros(len(kept) + 1, dtype=np.int64)
-        np.cumsum([len(p.labels) for p in kept], out=self._offsets[1:])
-        self._boxes = np.concatenate([p.boxes for p in kept]) if kept else np.zeros((0, 4), np.float32)
-        self._labels = np.concatenate([p.labels for p in kept]) if kept else np.zeros(0, np.int64)
-        self._difficult = np.concatenate([p.difficult for p in kept]) if kept else np.zeros(0, bool)
-        self._truncated = np.concatenate([p.truncated for p in kept]) if kept else np.zeros(0, bool)
+        self._sizes = all_sizes[idx]
+        self._offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(img_of[rows], minlength=n)[idx], out=self._offsets[1:])
+        self._boxes = boxes[rows]
+        self._labels = labels[rows]
+        self._difficult = difficult[rows]
+        self._truncated = truncated[rows]
         self._coco: COCO | None = None
 
     # ------------------------------------------------------------------ construction helpers
@@ -347,12 +383,13 @@ class VOCDetection(torch.utils.data.Dataset):
         if len(found) != len(self.years) or len({tuple(v) for v in found.values()}) > 1:
             listing = "; ".join(f"VOC{y}: {found[y] if y in found else 'no classes.txt (the 20 VOC classes)'}"
                                 for y in self.years)
-            raise ValueError(f"The year folders disagree on the class list ({listing}). Make their {CLASSES_FILE} "
+            raise DatasetError(f"The year folders disagree on the class list ({listing}). Make their {CLASSES_FILE} "
                              "files equal, or pass classes=[…] explicitly.")
         return next(iter(found.values()))
 
-    def _usable(self, boxes: np.ndarray, difficult: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """Mask of the boxes that become training targets on an image of ``size`` (H, W)."""
+    def _usable(self, boxes: np.ndarray, difficult: np.ndarray, size: tuple[Any, Any]) -> np.ndarray:
+        """Mask of the boxes that become training targets on an image of ``size`` (H, W): two ints, or two arrays
+        with one value per box."""
         h, w = size
         x0, y0 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 1], 0, h)
         x1, y1 = np.clip(boxes[:, 2], 0, w), np.clip(boxes[:, 3], 0, h)
@@ -436,6 +473,11 @@ class VOCDetection(torch.utils.data.Dataset):
 
     def _load_image(self, index: int) -> torch.Tensor:
         return decode_rgb(self.image_path(index), f"id {self.ids[index]}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
+        return state
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         data = self._load_image(index)

@@ -1,0 +1,41 @@
+"""The runner with bad image files: the validation set is scanned for evaluation-only runs (tools/test.py), images
+left out are not evaluated, and images failing only at load time (no scan) are replaced and counted per epoch."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from framework.data.errors import DatasetError
+from tests.data.bad_files import damaged_copy, image_file, write_garbage
+
+from .test_runner_training import make_runner
+
+
+@pytest.fixture
+def root(shapes_root: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
+    return damaged_copy(shapes_root, tmp_path / "shapes")
+
+
+def test_evaluation_scans_the_val_set_and_leaves_bad_images_out(root, tmp_path: Path) -> None:
+    root, _ = root
+    bad = write_garbage(image_file(root, "val", 1))
+    with pytest.raises(DatasetError, match=f"1 of the 4 val images cannot be used:\n  {bad}: it is not an image"):
+        make_runner(root, tmp_path / "a", training=False)
+    runner = make_runner(root, tmp_path / "b", "dataset.on_bad_image=skip", training=False)
+    dataset = runner.val_loader.dataset
+    assert len(dataset) == 3 and dataset.excluded_images[0].path == bad
+    runner.evaluate()
+    assert sorted(runner.evaluator.image_ids) == sorted(dataset.ids) and 2 not in dataset.ids  # image id 2: index 1
+
+
+def test_images_failing_at_load_time_are_replaced_and_counted(root, tmp_path: Path, caplog) -> None:
+    root, bad = root
+    runner = make_runner(root, tmp_path / "run", "dataset.scan_images=false", "dataset.on_bad_image=skip",
+                         "dataset.num_workers=1", "trainer.max_epochs=1")
+    with caplog.at_level(logging.INFO, logger="framework"):
+        runner.train()
+    paths = ", ".join(sorted(str(p) for p in bad))
+    assert f"Epoch 1: 2 bad images skipped (2 at load time: {paths})" in caplog.text
+    assert "Checking the" not in caplog.text  # no scan

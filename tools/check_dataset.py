@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Check a dataset's image files before training on it:
+
+    python tools/check_dataset.py dataset=coco dataset.root=/data/coco
+    python tools/check_dataset.py dataset=voc0712 dataset.root=/data/VOCdevkit split=val decode=true
+
+Every image of the train and val splits (`split=train|val|all`) is checked as the training run checks them
+(dataset.scan_images): the file exists, is not empty, is an image the loader can decode, is complete (PNG CRCs,
+JPEG end marker) and has the size its annotations give. `decode=true` also decodes every image fully (slower; finds
+damage inside JPEG data). Prints per split the image count, each bad file with the reason, and the dataset's counts
+of degenerate boxes (clipped or dropped when it is read; they do not stop a run and do not change the exit status).
+Exits with 1 when bad images were found, 0 when every file is usable.
+Bad files can be fixed or removed, or left out of training with dataset.on_bad_image=skip.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from omegaconf import DictConfig
+
+from framework.config.cli import hydra_cli
+from framework.config.targets import instantiate
+from framework.config.validation import ConfigError
+from framework.data.scan import BadImage, scan_images
+
+SPLITS = {"train": ("train",), "val": ("val",), "all": ("train", "val")}
+
+
+def report(split: str, dataset: Any, bad: list[BadImage], seconds: float) -> str:
+    """The lines printed for one split."""
+    state = f"{len(bad)} bad" if bad else "all usable"
+    lines = [f"{split}: {len(dataset)} images, {state} (checked in {seconds:.1f} s)"]
+    lines += [f"  {b.path}: {b.reason}" for b in bad]
+    boxes = getattr(dataset, "box_report", None)  # {reason: count} of boxes clipped or dropped when it was read
+    if boxes is not None:
+        counts = ", ".join(f"{name}: {count}" for name, count in boxes.items() if count)
+        lines.append(f"  degenerate boxes ({counts}), fixed or left out when the dataset is read" if counts
+                     else "  boxes: all usable")
+    return "\n".join(lines)
+
+
+@hydra_cli("check_dataset")
+def main(cfg: DictConfig) -> None:
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got split={cfg.split!r}.")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ConfigError(f"workers must be at least 1 (threads reading the files), got workers={cfg.workers}.")
+    found = 0
+    for split in SPLITS[cfg.split]:
+        dataset = instantiate(cfg.dataset[split])
+        start = time.perf_counter()
+        bad = scan_images(dataset, workers=cfg.workers, decode=cfg.decode)
+        print(report(split, dataset, bad, time.perf_counter() - start), flush=True)
+        found += len(bad)
+    if found:
+        print(f"{found} bad image file(s) in dataset '{cfg.dataset.name}' ({cfg.dataset.root}). Fix or remove them, "
+              "or train without them: dataset.on_bad_image=skip.")
+        sys.exit(1)
+    print(f"Every image file of dataset '{cfg.dataset.name}' ({cfg.dataset.root}) is usable.")
+
+
+if __name__ == "__main__":
+    main()
