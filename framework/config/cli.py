@@ -25,7 +25,7 @@ from framework.config.validation import (
     missing_keys, unknown_key_message,
 )
 from framework.data.errors import DatasetError
-from framework.engine.checkpoint import CheckpointError
+from framework.engine.checkpoint import CheckpointError, find_cause
 from framework.engine.runner import NonFiniteLossError
 from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.models.backbones.timm import TimmNotInstalledError
@@ -46,14 +46,7 @@ def _fail(message: str) -> None:
 
 def _find_user_error(exc: BaseException) -> BaseException | None:
     """The user-caused error behind `exc`, if any (hydra.utils.instantiate wraps what constructors raise)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, USER_ERRORS):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
+    return find_cause(exc, USER_ERRORS)
 
 
 def expand_group_shortcuts(argv: list[str]) -> list[str]:

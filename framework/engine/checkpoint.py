@@ -31,7 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     except (OSError, RuntimeError) as exc:
         # a write failing inside torch.save's zip writer surfaces as a RuntimeError ("unexpected pos …") raised
         # while the OSError is being handled: report the OSError
-        cause = _os_error(exc)
+        cause = find_cause(exc, OSError)
         if cause is None:
             raise
         raise CheckpointError(f"Could not write checkpoint {path}: {_why(cause, path)} The previous {path.name}, if "
@@ -39,11 +39,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def _os_error(exc: BaseException) -> OSError | None:
+def find_cause(exc: BaseException, types: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+    """The first exception of `types` in `exc`'s chain of causes and contexts (`exc` itself included), or None."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
-        if isinstance(cur, OSError):
+        if isinstance(cur, types):
             return cur
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
