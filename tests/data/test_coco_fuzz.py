@@ -1,8 +1,8 @@
-"""CocoDetection on generated annotation files: valid ones, ones with missing, mistyped or absurd fields, wrong top-level
-types, files cut short, and arbitrary text or bytes. Whatever the file, building the dataset, reading every sample
-and building its evaluation index either works — and then every box keeps the contract (finite, positive size,
-inside the image) — or fails with a DatasetError / DatasetNotFoundError that the tools print without a traceback;
-never with a KeyError, TypeError… from deep inside."""
+"""CocoDetection on generated annotation files: valid ones, ones with missing, mistyped or absurd fields, wrong
+top-level types, files cut short, and arbitrary text or bytes. Whatever the file, building the dataset, reading
+every sample and building its evaluation index either works — and then every box keeps the contract (finite,
+positive size, inside the image) — or fails with a DatasetError / DatasetNotFoundError that the tools print without
+a traceback; never with a KeyError, TypeError… from deep inside."""
 from __future__ import annotations
 
 import json
