@@ -137,6 +137,14 @@ def load_avg() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
+def machine_info(load_avg_at_start: list[float] | None) -> dict:
+    """What the figures depend on: the machine, its load over the run, the library versions."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "load_avg_at_start": load_avg_at_start, "load_avg_at_end": load_avg(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
 def parse_samples(text: str) -> dict[str, int]:
     counts = [int(v) for v in text.split(",")]
     if len(counts) == 1:
@@ -204,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                      "quick": args.quick,
                      "torch_threads": torch.get_num_threads(),
                      "augmentation": "full strength: epoch=trainer.max_epochs, no close-mosaic"},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "load_avg_at_start": load_start, "load_avg_at_end": load_avg(),
-                    "torch": torch.__version__, "torchvision": torchvision.__version__},
+        "machine": machine_info(load_start),
         "date": time.strftime("%Y-%m-%d"),
         "results": rows}, indent=2))
 

@@ -49,6 +49,8 @@ class TrainerConfig:
     best_metric: str = "auto"  # auto: the evaluator's main number (bbox_mAP for COCO, voc_mAP for VOC)
     progress_bar: bool = True
     channels_last: bool = False  # NHWC memory format: faster convolutions on recent CPUs and on GPUs
+    cudnn_benchmark: bool = True  # GPU: let cuDNN time its algorithms per input shape (off when deterministic)
+    compile: bool = False  # torch.compile the backbone and neck in place (checkpoint keys unchanged)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
     accumulate: int = 1  # batches per optimizer step (gradient accumulation)
     ema: EMAConfig = field(default_factory=EMAConfig)

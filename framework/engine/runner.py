@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -55,6 +55,37 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def finite_reader(loss: torch.Tensor) -> Callable[[], bool]:
+    """Start copying `isfinite(loss)` to the host and return the function that reads it.
+
+    Why: reading it at once (`bool(...)`) would make the host wait for the forward pass before it could queue the
+    backward, leaving a GPU idle meanwhile. Read after backward is queued, the wait is for the forward only, while
+    the GPU already runs the backward. On the CPU it is a plain read."""
+    flag = torch.isfinite(loss.detach())
+    if flag.device.type != "cuda":
+        return lambda: bool(flag)
+    host = torch.empty((), dtype=torch.bool, pin_memory=True)
+    host.copy_(flag, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def read() -> bool:
+        copied.synchronize()
+        return bool(host)
+
+    return read
+
+
+def compile_model(model: nn.Module, **options: Any) -> None:
+    """`torch.compile` the backbone and the neck in place (`Module.compile`, `options` passed on), so the state-dict
+    keys, checkpoints and EMA stay as they are. The head is left eager: its assignment and post-processing have
+    data-dependent shapes that would recompile on every batch."""
+    for name in ("backbone", "neck"):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module):
+            part.compile(**options)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -222,6 +253,9 @@ class Runner:
                 logger.warning("trainer.sync_bn=true is ignored on CPU (torch's SyncBatchNorm runs on GPUs only); "
                                "each process keeps its own BatchNorm statistics.")
         model.to(device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+        torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark) and not cfg.deterministic
+        if t.compile:
+            compile_model(model)
         if info.enabled:
             seed_everything(cfg.seed + info.rank, cfg.deterministic)  # then different random draws per rank
         dist_args = dict(rank=info.rank, world_size=info.world_size)
@@ -369,10 +403,10 @@ class Runner:
                     losses = self.train_model(batch.images.contiguous(memory_format=self.memory_format),
                                               batch.targets, image_sizes=batch.image_sizes)
                 loss = sum(losses.values())
-                finite = self._check_finite(loss, losses, batch)
-                if finite:
-                    self.scaler.scale(loss / group_size).backward()
-                else:  # skipped (trainer.skip_nonfinite): this whole optimizer step makes no update
+                read_finite = finite_reader(loss)
+                self.scaler.scale(loss / group_size).backward()
+                finite = self._check_finite(read_finite(), losses, batch)
+                if not finite:  # skipped (trainer.skip_nonfinite): this whole optimizer step makes no update
                     skip_group = True
             if finite:
                 window.add_batch(losses, len(batch), data_time)
@@ -428,10 +462,10 @@ class Runner:
             self.scheduler.step()
         return grad_norm
 
-    def _check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], batch: Batch) -> bool:
+    def _check_finite(self, finite_here: bool, losses: dict[str, torch.Tensor], batch: Batch) -> bool:
         """True when the loss is finite on every rank; else report it (iteration, loss terms, image ids) and either
         skip the step (up to trainer.skip_nonfinite times) or stop, keeping the last checkpoint as it was."""
-        bad_here = not bool(torch.isfinite(loss))
+        bad_here = not finite_here
         bad = distributed.any_rank(bad_here, self._sync_device) if self.dist.enabled else bad_here
         if not bad:
             return True

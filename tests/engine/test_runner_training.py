@@ -124,3 +124,25 @@ def test_auto_scaled_lr_reaches_optimizer_and_schedule(shapes_root, tmp_path, sc
     assert {round(v, 10) for k, v in peak.items() if not k.startswith("backbone")} == {0.005}
     decay = {g["name"]: g["weight_decay"] for g in groups}
     assert all(v == 0 for k, v in decay.items() if "no-decay" in k) and any(v > 0 for v in decay.values())
+
+
+def test_compile_option_compiles_backbone_and_neck_in_place(shapes_root, tmp_path, monkeypatch):
+    """trainer.compile=true compiles the backbone and neck (TorchDynamo traces them; the eager backend keeps the
+    test fast); the state-dict keys, and so checkpoints, stay the same, and the losses match the eager model's."""
+    import framework.engine.runner as runner_module
+
+    real, calls = runner_module.compile_model, []
+    monkeypatch.setattr(runner_module, "compile_model", lambda model: (calls.append(model), real(model, backend="eager")))
+    runner = make_runner(shapes_root, tmp_path, "trainer.compile=true", "trainer.cudnn_benchmark=true")
+    assert calls == [runner.model] and torch.backends.cudnn.benchmark
+    eager = make_runner(shapes_root, tmp_path / "eager", "deterministic=true").model
+    assert not torch.backends.cudnn.benchmark  # deterministic runs never let cuDNN pick algorithms by timing
+    assert list(runner.model.state_dict()) == list(eager.state_dict())
+    assert type(runner.model.backbone).__name__ == type(eager.backbone).__name__  # compiled in place, not wrapped
+    eager.load_state_dict(runner.model.state_dict())
+    batch = next(iter(runner.train_loader))
+    losses = [m.train()(batch.images, batch.targets, image_sizes=batch.image_sizes) for m in (runner.model, eager)]
+    for k in losses[1]:
+        torch.testing.assert_close(losses[0][k], losses[1][k])
+    sum(losses[0].values()).backward()
+    assert all(p.grad is not None for p in runner.model.backbone.parameters() if p.requires_grad)

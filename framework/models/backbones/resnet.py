@@ -41,9 +41,10 @@ class ResNetTrunk(Backbone):
     """
 
     def __init__(
-        self, net: models.ResNet, out_indices: tuple[int, ...], frozen_stages: int, norm_eval: bool
+        self, net: models.ResNet, out_indices: tuple[int, ...], frozen_stages: int, norm_eval: bool,
+        norm_frozen: bool = False,
     ) -> None:
-        super().__init__(frozen_stages, norm_eval)
+        super().__init__(frozen_stages, norm_eval, norm_frozen)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.num_stages = max(out_indices)
         for i in range(1, self.num_stages + 1):
@@ -68,6 +69,8 @@ class ResNet(ResNetTrunk):
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and layer1..layerk.
         norm_eval: keep BatchNorm layers in eval mode (running statistics frozen) while training, the usual choice
             with pretrained weights and small per-GPU batches. Leave it off when training from scratch.
+        norm_frozen: also stop training BatchNorm's weight and bias (torchvision's FrozenBatchNorm2d, what its
+            detectors use when fine-tuning ImageNet weights); implies norm_eval.
         pretrained: False, True (torchvision's default ImageNet weights) or a weights name such as
             "IMAGENET1K_V2". Downloading needs internet; the error says how to place the file by hand.
         groups, width_per_group: the bottleneck's grouped 3x3 convolution, as in torchvision: 1/64 is ResNet,
@@ -84,6 +87,7 @@ class ResNet(ResNetTrunk):
         pretrained: bool | str = False,
         groups: int = 1,
         width_per_group: int = 64,
+        norm_frozen: bool = False,
     ) -> None:
         depths = sorted({d for d, _, _ in _ARCHS})
         if depth not in depths:
@@ -96,7 +100,7 @@ class ResNet(ResNetTrunk):
         check_frozen_stages(frozen_stages, 4)
         arch, weights_enum = _ARCHS[depth, groups, width_per_group]
         net = build_torchvision_model(arch, weights_enum, pretrained)
-        super().__init__(net, out_indices, frozen_stages, norm_eval)
+        super().__init__(net, out_indices, frozen_stages, norm_eval, norm_frozen)
         self.depth = depth
         self.groups = groups
         self.width_per_group = width_per_group

@@ -1,7 +1,8 @@
 """Random sampling of positives and negatives for the two-stage heads, for the whole batch at once.
 
 torchvision's `BalancedPositiveNegativeSampler` draws a `randperm` per image in a Python loop; here each candidate
-gets a random key and the `quota[b]` best keys of image b are kept, in one sort over `[B, N]`.
+gets a random key and the `quota[b]` best keys of image b are kept, with one `topk` over `[B, N]` whose k is the
+quota's static bound (so the quota never has to be read on the host: no device synchronization).
 """
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from torch import Tensor
 from framework.models.ops.assigners import NEGATIVE
 
 
-def random_subset(candidates: Tensor, quota: Tensor) -> Tensor:
-    """A uniformly random subset of `quota[b]` of the True entries in each row of `candidates` [B, N]."""
+def random_subset(candidates: Tensor, quota: Tensor, max_quota: int | None = None) -> Tensor:
+    """A uniformly random subset of `quota[b]` of the True entries in each row of `candidates` [B, N]; `max_quota`
+    is a bound on `quota` known without looking at it (None: N)."""
     keys = torch.rand(candidates.shape, device=candidates.device).masked_fill(~candidates, -1.0)
-    rank = keys.argsort(dim=1, descending=True).argsort(dim=1)
-    return candidates & (rank < quota[:, None])
+    k = candidates.shape[1] if max_quota is None else min(max_quota, candidates.shape[1])
+    best = keys.topk(k, dim=1).indices  # random order among the candidates, which come first
+    chosen = torch.arange(k, device=candidates.device) < quota[:, None]
+    return torch.zeros_like(candidates).scatter_(1, best, chosen) & candidates
 
 
 class RandomSampler:
@@ -30,7 +34,8 @@ class RandomSampler:
     def sample(self, assigned: Tensor) -> tuple[Tensor, Tensor]:
         """From an assignment `[B, N]` (index ≥ 0, NEGATIVE, or IGNORE) to masks of sampled positives/negatives."""
         pos, neg = assigned >= 0, assigned == NEGATIVE
-        pos_quota = pos.sum(1).clamp(max=int(self.num * self.pos_fraction))
-        pos = random_subset(pos, pos_quota)
+        max_pos = int(self.num * self.pos_fraction)
+        pos_quota = pos.sum(1).clamp(max=max_pos)
+        pos = random_subset(pos, pos_quota, max_pos)
         neg_quota = (self.num - pos_quota).clamp(min=0).minimum(neg.sum(1))
-        return pos, random_subset(neg, neg_quota)
+        return pos, random_subset(neg, neg_quota, self.num)

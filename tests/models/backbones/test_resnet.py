@@ -91,3 +91,36 @@ def test_torchvision_weights_load_as_they_are():
             expected.append(y)
         feats = net(x)
     assert all(torch.allclose(f, e) for f, e in zip(feats, expected))
+
+
+def test_norm_frozen_is_torchvisions_frozen_batchnorm():
+    """norm_frozen: no BatchNorm weight, bias or statistic changes in training, and the outputs are those of the
+    same trunk with torchvision's FrozenBatchNorm2d (what its detectors fine-tune with)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    net = ResNet(depth=18, out_indices=(2, 3, 4), frozen_stages=1, norm_frozen=True)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:  # non-trivial statistics, so that eval mode matters
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    net.train()
+    assert all(not bn.training and not bn.weight.requires_grad and not bn.bias.requires_grad for bn in bns)
+    reference = models.resnet18(norm_layer=FrozenBatchNorm2d)
+    trunk = {k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): v for k, v in net.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    reference.load_state_dict(trunk, strict=False)
+    stats = [bn.running_mean.clone() for bn in bns]
+    x = torch.randn(2, 3, 64, 64)
+    outs = net(x)
+    y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+    expected = []
+    for i in range(1, 5):
+        y = getattr(reference, f"layer{i}")(y)
+        if i >= 2:
+            expected.append(y)
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=1e-4, atol=1e-4)
+    sum(o.sum() for o in outs).backward()
+    assert all(torch.equal(s, bn.running_mean) for s, bn in zip(stats, bns))
+    assert net.layer2[0].conv1.weight.grad is not None and net.layer1[0].conv1.weight.grad is None

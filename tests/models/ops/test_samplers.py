@@ -11,6 +11,18 @@ def test_random_subset_takes_quota_per_row_from_candidates_only():
     sel = random_subset(cand, quota)
     assert not (sel & ~cand).any()
     assert sel.sum(1).tolist() == [0, 3, 10, int(cand[3].sum())]
+    bounded = random_subset(cand, quota.clamp(max=10), max_quota=10)  # topk of 10 instead of a sort of 50
+    assert not (bounded & ~cand).any() and bounded.sum(1).tolist() == [0, 3, 10, 10]
+
+
+def test_random_subset_is_uniform_over_the_candidates():
+    torch.manual_seed(0)
+    cand = torch.zeros(1, 40, dtype=torch.bool)
+    cand[0, 5:25] = True
+    counts = sum(random_subset(cand, torch.tensor([5]), max_quota=8).float() for _ in range(4000))
+    assert counts[0, ~cand[0]].sum() == 0
+    freq = counts[0, cand[0]] / 4000  # each of 20 candidates is drawn with probability 5/20
+    assert (freq - 0.25).abs().max() < 0.04
 
 
 def test_sampler_balances_positives_and_negatives_per_image():
