@@ -17,9 +17,12 @@ data:
 demo: install data
 	$(PYTHON) tools/train.py experiment=shapes_demo
 
-# Installs with the dev extras and runs the whole suite (the slow convergence checks included).
+# Installs with the dev extras and runs the whole suite (the slow convergence checks included), on 2 pytest-xdist
+# workers of one torch thread each (tests/conftest.py); tests sharing a costly fixture stay on one worker (loadgroup).
+# PYTEST_FLAGS= runs it in one process.
+PYTEST_FLAGS ?= -n 2 --dist loadgroup
 test: install-dev
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_FLAGS)
 
 clean:
 	rm -rf work_dirs .pytest_cache
