@@ -378,6 +378,17 @@ def hydra_cli(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
 
         @functools.wraps(task)
         def main() -> Any:
+            from framework.engine import distributed
+
+            try:
+                return run_tool()
+            finally:
+                # Leave the process group before the interpreter shuts down: with gloo, a rank that exits without
+                # this can abort in finalization ("terminate called without an active exception", SIGABRT) after
+                # the run has finished, and torchrun then reports the whole job as failed.
+                distributed.destroy()
+
+        def run_tool() -> Any:
             import hydra
 
             if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # the tool's own usage first, then Hydra's
