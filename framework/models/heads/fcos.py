@@ -138,13 +138,12 @@ class FCOSHead(nn.Module):
         ctr_target = torch.sqrt((lr.min(-1).values / lr.max(-1).values) * (tb.min(-1).values / tb.max(-1).values))
         pos_pred_boxes = self.box_coder.decode(pos_dist, pos_points, pos_strides)
 
-        cls_targets = torch.zeros_like(cls_logits)
-        matched_labels = torch.gather(gt_labels, 1, idx)[pos] if gt_labels.shape[1] else idx[pos]
-        cls_value = torch.ones_like(ctr_target)
+        matched_labels = torch.gather(gt_labels, 1, idx) if gt_labels.shape[1] else idx
+        labels = torch.where(pos, matched_labels, -1)  # [B, P]: one class per positive point (sparse one-hot)
+        cls_value = None
         if getattr(self.cls_loss, "iou_aware", False):
-            cls_value = elementwise_box_iou(pos_pred_boxes.detach().float(), pos_gt).clamp(min=0).to(cls_value)
-        cls_targets[pos, matched_labels] = cls_value.to(cls_targets.dtype)
-        loss_cls = self.cls_loss(cls_logits, cls_targets) / num_pos
+            cls_value = elementwise_box_iou(pos_pred_boxes.detach().float(), pos_gt).clamp(min=0)
+        loss_cls = self.cls_loss.forward_labels(cls_logits, labels, cls_value) / num_pos
 
         if self.centerness_weighted_box:
             box_weight, box_norm = ctr_target, ctr_target.sum().clamp(min=1e-6)

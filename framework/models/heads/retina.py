@@ -106,10 +106,9 @@ class RetinaHead(nn.Module):
         num_pos = pos.sum().clamp(min=1).to(cls_logits.dtype)
         idx = assigned.clamp(min=0)
         matched_labels = torch.gather(gt_labels, 1, idx) if gt_labels.shape[1] else torch.zeros_like(idx)
-        cls_targets = torch.zeros_like(cls_logits)
-        cls_targets[pos] = nn.functional.one_hot(matched_labels[pos], self.num_classes).to(cls_logits.dtype)
-        valid = (assigned != IGNORE).unsqueeze(-1).to(cls_logits.dtype)
-        loss_cls = self.cls_loss(cls_logits, cls_targets, valid) / num_pos
+        labels = torch.where(pos, matched_labels, -1)  # [B, A]: one class per positive anchor (sparse one-hot)
+        valid = (assigned != IGNORE).to(cls_logits.dtype)
+        loss_cls = self.cls_loss.forward_labels(cls_logits, labels, weight=valid) / num_pos
 
         pos_anchors = anchors.expand(len(targets), -1, -1)[pos]
         pos_gt = torch.gather(gt_boxes, 1, idx[..., None].expand(-1, -1, 4))[pos] if gt_boxes.shape[1] else pos_anchors

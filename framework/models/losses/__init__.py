@@ -2,11 +2,13 @@
 
 Box losses say through `on_boxes` whether they compare encoded deltas (False: L1, smooth L1) or decoded boxes
 (True: the IoU family), and classification losses through `use_sigmoid` whether they take per-class targets in
-[0, 1] (focal, varifocal, BCE) or integer labels (softmax cross-entropy), so heads switch between them without
-special cases and refuse a loss of the wrong kind with a clear error (`check_loss`).
+[0, 1] (focal, varifocal, BCE: `SigmoidLoss`, which also takes one-hot targets as labels) or integer labels
+(softmax cross-entropy), so heads switch between them without special cases and refuse a loss of the wrong kind
+with a clear error (`check_loss`).
 """
 from torch import nn
 
+from framework.models.losses.base import SigmoidLoss
 from framework.models.losses.cross_entropy import BCEWithLogitsLoss, CrossEntropyLoss, smooth_binary_targets
 from framework.models.losses.focal import FocalLoss, VarifocalLoss
 from framework.models.losses.iou import CIoULoss, DIoULoss, GIoULoss, IoULoss, elementwise_box_iou
@@ -15,8 +17,10 @@ from framework.models.losses.smooth_l1 import L1Loss, SmoothL1Loss
 
 def check_loss(loss: nn.Module, role: str, owner: str, *, use_sigmoid: bool | None = None) -> nn.Module:
     """Refuse a loss that cannot play `role` in `owner` (e.g. softmax cross-entropy as RetinaNet's cls_loss)."""
-    if use_sigmoid is not None and getattr(loss, "use_sigmoid", None) is not use_sigmoid:
-        kind = "a sigmoid classification loss (FocalLoss, VarifocalLoss, BCEWithLogitsLoss)" if use_sigmoid else \
+    wrong_kind = not isinstance(loss, SigmoidLoss) if use_sigmoid else getattr(loss, "use_sigmoid", None) is not False
+    if use_sigmoid is not None and wrong_kind:
+        kind = "a sigmoid classification loss (FocalLoss, VarifocalLoss, BCEWithLogitsLoss, or a subclass of " \
+            "framework.models.losses.base.SigmoidLoss)" if use_sigmoid else \
             "a softmax classification loss (CrossEntropyLoss)"
         raise ValueError(f"{owner}.{role} must be {kind}, got {type(loss).__name__}")
     if use_sigmoid is None and not hasattr(loss, "on_boxes"):
@@ -27,5 +31,5 @@ def check_loss(loss: nn.Module, role: str, owner: str, *, use_sigmoid: bool | No
 
 __all__ = [
     "BCEWithLogitsLoss", "CIoULoss", "CrossEntropyLoss", "DIoULoss", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss",
-    "SmoothL1Loss", "VarifocalLoss", "check_loss", "elementwise_box_iou", "smooth_binary_targets",
+    "SigmoidLoss", "SmoothL1Loss", "VarifocalLoss", "check_loss", "elementwise_box_iou", "smooth_binary_targets",
 ]

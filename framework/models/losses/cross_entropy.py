@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.models.losses.base import Loss, weighted_sum
+from framework.models.losses.base import Loss, SigmoidLoss, weighted_sum
 
 
 def check_smoothing(label_smoothing: float) -> float:
@@ -26,19 +26,21 @@ def smooth_binary_targets(targets: Tensor, label_smoothing: float) -> Tensor:
     return targets * (1.0 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else targets
 
 
-class BCEWithLogitsLoss(Loss):
+class BCEWithLogitsLoss(SigmoidLoss):
     """Binary cross-entropy on logits with optional label smoothing; targets may be soft (e.g. IoU scores)."""
-
-    use_sigmoid = True
 
     def __init__(self, label_smoothing: float = 0.0, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight)
         self.label_smoothing = check_smoothing(label_smoothing)
 
-    def forward(self, logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
-        targets = smooth_binary_targets(targets.to(logits.dtype), self.label_smoothing)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-        return self.loss_weight * weighted_sum(loss, weight)
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        targets = smooth_binary_targets(targets, self.label_smoothing)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+    def negative(self, logits: Tensor) -> Tensor:
+        if self.label_smoothing:
+            return super().negative(logits)
+        return F.softplus(logits)  # −log(1 − σ(x))
 
 
 class CrossEntropyLoss(Loss):
