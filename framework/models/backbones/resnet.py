@@ -5,7 +5,7 @@ torchvision lacks for detection is the choice of outputs, frozen stages and froz
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from torch import nn
 from torchvision import models
@@ -14,6 +14,7 @@ from framework.models.backbones.base import (  # re-exported: framework.config.c
     Backbone, PretrainedWeightsError, build_torchvision_model, check_frozen_stages, check_out_indices,
     load_torchvision_weights, stage_stride,
 )
+from framework.models.backbones.frozen_norm import fold_frozen_norms
 
 __all__ = ["ResNet", "ResNetTrunk", "PretrainedWeightsError", "load_torchvision_weights"]
 
@@ -54,9 +55,23 @@ class ResNetTrunk(Backbone):
         self.out_channels = [64 * expansion * 2 ** (i - 1) for i in out_indices]
         self.strides = [stage_stride(i) for i in out_indices]
         self._freeze()
+        if norm_frozen:
+            fold_frozen_norms(self.conv_norm_pairs())
 
     def stages(self) -> list[nn.Module]:
         return [self.stem] + [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
+
+    def conv_norm_pairs(self) -> Iterator[tuple[nn.Module, nn.Module]]:
+        """Each convolution with the BatchNorm layer that reads its output: the stem's, and in every block
+        `conv<k>`/`bn<k>` and the shortcut's `downsample` (torchvision's wiring)."""
+        yield self.stem[0], self.stem[1]
+        for i in range(1, self.num_stages + 1):
+            for block in getattr(self, f"layer{i}"):
+                for k in (1, 2, 3):
+                    if hasattr(block, f"conv{k}"):
+                        yield getattr(block, f"conv{k}"), getattr(block, f"bn{k}")
+                if block.downsample is not None:
+                    yield block.downsample[0], block.downsample[1]
 
 
 class ResNet(ResNetTrunk):

@@ -38,7 +38,7 @@ class FasterRCNNHead(nn.Module):
         roi = roi if roi is not None else RoIBoxHead
         self.rpn = rpn if isinstance(rpn, nn.Module) else rpn(in_channels=in_channels, strides=strides)
         self.roi = roi if isinstance(roi, nn.Module) else roi(num_classes=num_classes, in_channels=in_channels,
-                                                               cls_loss=cls_loss, box_loss=box_loss)
+                                                               strides=strides, cls_loss=cls_loss, box_loss=box_loss)
         self.num_classes = self.roi.num_classes
 
     def _proposals(self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]

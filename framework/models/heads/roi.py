@@ -1,25 +1,25 @@
 """The second stage of Faster R-CNN: pool each proposal's features and classify/refine it.
 
-Pooling is `torchvision.ops.MultiScaleRoIAlign` (each box pooled from the pyramid level its size maps to), the box
+Pooling is torchvision's multi-scale RoIAlign (`LevelRoIAlign`: each box pooled from the pyramid level its size
+maps to, the levels side by side on the CPU), the box
 head is torchvision's `TwoMLPHead` + `FastRCNNPredictor` layout (fc6, fc7, K+1 class scores with background at
 index 0, class-specific deltas for every slot), so torchvision's weights load one-to-one. Matching, sampling and
 losses work on the padded batch of proposals at once.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign
 
 from framework.models.heads.common import uniform_channels
 from framework.models.losses import CrossEntropyLoss, SmoothL1Loss, check_loss
 from framework.models.ops.assigners import IGNORE, MaxIoUAssigner
 from framework.models.ops.box_coder import DeltaBoxCoder
 from framework.models.ops.postprocess import Postprocessor
+from framework.models.ops.roi_align import LevelRoIAlign
 from framework.models.ops.samplers import RandomSampler
 from framework.models.ops.targets import pad_targets
 
@@ -38,6 +38,7 @@ class RoIBoxHead(nn.Module):
         num_classes: foreground classes; the head has K + 1 outputs, slot 0 being background.
         in_channels: channels of the pyramid levels.
         num_levels: how many of the finest levels RoIAlign pools from (torchvision: P2–P5, not the max-pool P6).
+        strides: of the neck's levels, finest first; the first `num_levels` set RoIAlign's scales.
         output_size, sampling_ratio: RoIAlign grid (7×7, 2 samples per bin).
         representation_size: width of fc6/fc7.
         pos_iou_thr, neg_iou_thr: proposal labels for training (0.5 / 0.5: no ignored band).
@@ -53,6 +54,7 @@ class RoIBoxHead(nn.Module):
         num_classes: int,
         in_channels: int | Sequence[int] = 256,
         num_levels: int = 4,
+        strides: Sequence[int] = (4, 8, 16, 32, 64),
         output_size: int = 7,
         sampling_ratio: int = 2,
         representation_size: int = 1024,
@@ -73,8 +75,11 @@ class RoIBoxHead(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         channels = uniform_channels(in_channels, "RoIBoxHead")
+        if len(strides) < num_levels:
+            raise ValueError(f"RoIBoxHead pools from num_levels={num_levels} levels but the neck has {len(strides)} "
+                             f"(strides {list(strides)})")
         self.num_classes, self.num_levels = num_classes, num_levels
-        self.pooler = MultiScaleRoIAlign([str(i) for i in range(num_levels)], output_size, sampling_ratio)
+        self.pooler = LevelRoIAlign(strides[:num_levels], output_size, sampling_ratio)
         self.fc6 = nn.Linear(channels * output_size**2, representation_size)
         self.fc7 = nn.Linear(representation_size, representation_size)
         self.cls_out = nn.Linear(representation_size, num_classes + 1)
@@ -90,11 +95,9 @@ class RoIBoxHead(nn.Module):
         self.box_loss = check_loss(box_loss or SmoothL1Loss(beta=1.0 / 9), "box_loss", "RoIBoxHead")
         self.postprocess = Postprocessor(score_thr, 0, nms_iou_thr, max_per_img, nms_type, min_size=min_size)
 
-    def forward(self, feats: Sequence[Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]
-                ) -> tuple[Tensor, Tensor]:
+    def forward(self, feats: Sequence[Tensor], proposals: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Class logits [R, K+1] and deltas [R, K+1, 4] for the proposals of all images, concatenated in order."""
-        levels = OrderedDict((str(i), f) for i, f in enumerate(feats[: self.num_levels]))
-        x = self.pooler(levels, list(proposals), list(image_sizes)).flatten(1)
+        x = self.pooler(feats, proposals).flatten(1)
         x = F.relu(self.fc7(F.relu(self.fc6(x))))
         return self.cls_out(x), self.box_out(x).reshape(x.shape[0], -1, 4)
 
@@ -116,7 +119,7 @@ class RoIBoxHead(nn.Module):
         is_pos = pos[sampled]
         labels = torch.where(is_pos, gt_labels[image_of, idx] + 1, torch.zeros_like(idx)) if gt_boxes.shape[1] else \
             torch.zeros_like(idx)
-        logits, deltas = self(feats, rois.split(counts.tolist()), image_sizes)
+        logits, deltas = self(feats, rois.split(counts.tolist()))
         num = labels.numel() if labels.numel() else 1
         loss_cls = self.cls_loss(logits, labels) / num
         pos_deltas = deltas[is_pos, labels[is_pos]]
@@ -131,7 +134,7 @@ class RoIBoxHead(nn.Module):
     @torch.no_grad()
     def predict(self, feats: Sequence[Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],
                 orig_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
-        logits, deltas = self(feats, proposals, image_sizes)
+        logits, deltas = self(feats, proposals)
         rois = torch.cat(list(proposals))
         counts = torch.tensor([len(p) for p in proposals], device=rois.device)
         image_of = torch.arange(len(proposals), device=rois.device).repeat_interleave(counts)
