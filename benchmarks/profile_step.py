@@ -62,6 +62,8 @@ def instrument(model: torch.nn.Module, device: torch.device) -> None:
     for module in head.modules():  # Faster R-CNN: the RPN's and the RoI head's forward, assigners and losses too
         if module is not head and type(module).__name__.endswith("Loss"):
             module.forward = labelled(module.forward, "loss", device)
+            if hasattr(module, "forward_labels"):  # sigmoid losses: what RetinaNet and FCOS call
+                module.forward_labels = labelled(module.forward_labels, "loss", device)
         if hasattr(module, "assigner") and hasattr(module.assigner, "assign"):
             module.assigner.assign = labelled(module.assigner.assign, "assignment", device)
         if hasattr(module, "sampler") and hasattr(module.sampler, "sample"):
