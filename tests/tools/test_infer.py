@@ -167,7 +167,22 @@ def test_detector_api(detector, shapes_root):
     batched = detector.predict_batch(crops)
     assert len(batched) == 3
     for single, together in zip((detector.predict(c) for c in crops), batched):
-        assert len(single["scores"]) == len(together["scores"]) and single["names"] == together["names"]
-        assert torch.allclose(single["boxes"], together["boxes"], atol=1e-4)
-        assert torch.allclose(single["scores"], together["scores"], atol=1e-5)
-        assert torch.equal(single["labels"], together["labels"])
+        assert len(single["scores"]) == len(together["scores"])
+        assert_same_detections(single, together)
+
+
+def assert_same_detections(a: dict, b: dict, box_tol: float = 1e-4, score_tol: float = 1e-5) -> None:
+    """Every detection of `a` is one of `b` (same label, box and score within tolerance), one to one.
+
+    A batch of 3 and a batch of 1 run the convolutions with different kernels, so scores differ in their last bits:
+    detections whose scores tie that closely may swap places, and at the `max_per_img` cut-off one may swap for
+    another; those at the lowest score (within `score_tol`) are therefore allowed to go unmatched."""
+    free = torch.ones(len(b["scores"]), dtype=torch.bool)
+    floor = min(a["scores"].min(), b["scores"].min()) + score_tol if len(a["scores"]) else 0.0
+    for box, score, label in zip(a["boxes"], a["scores"], a["labels"]):
+        candidates = free & (b["labels"] == label) & ((b["scores"] - score).abs() <= score_tol) & \
+            ((b["boxes"] - box).abs() <= box_tol).all(1)
+        if candidates.any():
+            free[candidates.nonzero()[0, 0]] = False
+        else:
+            assert score <= floor, f"no match for label {int(label)} score {float(score):.6f} box {box.tolist()}"

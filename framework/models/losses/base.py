@@ -58,7 +58,15 @@ class SigmoidLoss(Loss):
 
         logits `[..., C]`; labels `[...]` int64, the class of each row or -1 for none; values `[P]` for the rows
         with a label, in the order of `labels >= 0`; weight `[...]` per row (e.g. 0 for ignored anchors).
+
+        A subclass that overrides `forward` (say, to log or alter what it returns) is called through it with the
+        dense targets instead, so its override is never bypassed.
         """
+        if type(self).forward is not SigmoidLoss.forward:
+            targets = torch.zeros_like(logits)
+            pos = labels >= 0
+            targets[pos, labels[pos]] = 1.0 if values is None else values.to(targets.dtype)
+            return self(logits, targets, None if weight is None else weight[..., None])
         logits = logits.float()
         per_row = self.negative(logits).sum(-1)
         pos = labels >= 0

@@ -62,3 +62,20 @@ def test_check_loss_names_the_base_class_for_custom_sigmoid_losses():
 
     with pytest.raises(ValueError, match="SigmoidLoss"):
         check_loss(Custom(), "cls_loss", "RetinaHead", use_sigmoid=True)
+
+
+def test_a_subclass_overriding_forward_is_called_with_dense_targets():
+    class Counted(FocalLoss):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, logits, targets, weight=None):
+            self.seen.append(targets.shape)
+            return super().forward(logits, targets, weight)
+
+    logits, labels, weight, _ = case(seed=7)
+    loss = Counted()
+    got = loss.forward_labels(logits, labels, weight=weight)
+    assert loss.seen == [logits.shape]
+    torch.testing.assert_close(got, FocalLoss().forward_labels(logits, labels, weight=weight), rtol=1e-5, atol=1e-4)
