@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -37,11 +36,14 @@ class FrozenNormConv2d(nn.Conv2d):
     def folded(self) -> tuple[Tensor, Tensor]:
         norm = self._norm
         # when the folded weight needs no gradient (a frozen stage, or inference), reuse it until a tensor changes
-        reusable = not (torch.is_grad_enabled() and self.weight.requires_grad)
-        key = tuple((t.data_ptr(), t._version) for t in (self.weight, norm.weight, norm.bias, norm.running_mean,
-                                                          norm.running_var))
-        if reusable and self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2]
+        own = [p for p in (self.weight, self.bias) if p is not None]
+        reusable = not (torch.is_grad_enabled() and any(p.requires_grad for p in own))
+        key = None
+        if reusable:
+            key = tuple((t.data_ptr(), t._version) for t in (*own, norm.weight, norm.bias, norm.running_mean,
+                                                              norm.running_var))
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1], self._cache[2]
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         bias = norm.bias - norm.running_mean * scale
         if self.bias is not None:
@@ -51,10 +53,7 @@ class FrozenNormConv2d(nn.Conv2d):
         return weight, bias
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.folded()
-        if self.padding_mode != "zeros":
-            return super()._conv_forward(x, weight, bias)
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_forward(x, *self.folded())
 
 
 def fold_frozen_norms(pairs: Iterable[tuple[nn.Conv2d, nn.BatchNorm2d]]) -> None:

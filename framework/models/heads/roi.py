@@ -1,9 +1,9 @@
 """The second stage of Faster R-CNN: pool each proposal's features and classify/refine it.
 
 Pooling is torchvision's multi-scale RoIAlign (`LevelRoIAlign`: each box pooled from the pyramid level its size
-maps to, the levels side by side on the CPU), the box
-head is torchvision's `TwoMLPHead` + `FastRCNNPredictor` layout (fc6, fc7, K+1 class scores with background at
-index 0, class-specific deltas for every slot), so torchvision's weights load one-to-one. Matching, sampling and
+maps to, the levels side by side on the CPU). The box head is torchvision's `TwoMLPHead` + `FastRCNNPredictor`
+layout (fc6, fc7, K+1 class scores with background at index 0, class-specific deltas for every slot), so
+torchvision's weights load one-to-one. Matching, sampling and
 losses work on the padded batch of proposals at once.
 """
 from __future__ import annotations

@@ -62,15 +62,14 @@ class SigmoidLoss(Loss):
         A subclass that overrides `forward` (say, to log or alter what it returns) is called through it with the
         dense targets instead, so its override is never bypassed.
         """
+        pos = labels >= 0
         if type(self).forward is not SigmoidLoss.forward:
             targets = torch.zeros_like(logits)
-            pos = labels >= 0
             targets[pos, labels[pos]] = 1.0 if values is None else values.to(targets.dtype)
             return self(logits, targets, None if weight is None else weight[..., None])
         logits = logits.float()
         per_row = self.negative(logits).sum(-1)
-        pos = labels >= 0
-        x = logits[pos].gather(-1, labels[pos][:, None]).squeeze(-1)  # [P]: each positive row's logit at its class
+        x = logits[pos, labels[pos]]  # [P]: each positive row's logit at its class
         q = torch.ones_like(x) if values is None else values.to(x.dtype)
         correction = self.elementwise(x, q) - self.negative(x)
         total = weighted_sum(per_row, weight) + weighted_sum(correction, None if weight is None else weight[pos])

@@ -16,8 +16,8 @@ from framework.models.losses.base import SigmoidLoss
 class FocalLoss(SigmoidLoss):
     """Sigmoid focal loss (Lin et al.) from `torchvision.ops`; summed, the head divides by its positives.
 
-    `negative` is its closed form at target 0, (1 − α)·σ(x)^γ·softplus(x): three elementwise ops where
-    torchvision's general formula runs about fifteen, which is what `forward_labels` evaluates densely."""
+    `negative` is its closed form at target 0, (1 − α)·σ(x)^γ·softplus(x): five elementwise ops where
+    torchvision's general formula runs about fifteen, and what `forward_labels` evaluates on the dense logits."""
 
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight)
