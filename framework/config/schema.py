@@ -17,7 +17,10 @@ from omegaconf import MISSING
 class DatasetConfig:
     name: str = MISSING
     root: str = MISSING
-    num_classes: int = MISSING
+    # null: from the data (classes.txt, data.yaml `names`, COCO categories, the Cityscapes label set); a number is
+    # checked against the data before training
+    num_classes: Optional[int] = None
+    data: Optional[str] = None  # dataset=yolo: path to an ultralytics data.yaml
     min_size: int = 800  # shorter side after resizing
     max_size: Optional[int] = 1333  # longer side cap
     img_size: int = 640  # square training size of the mosaic/letterbox pipelines (pipeline=yolo_style)
@@ -27,7 +30,9 @@ class DatasetConfig:
     num_workers: int = 2
     group_by_aspect_ratio: bool = True  # batch landscape and portrait images separately (less padding)
     scan_images: bool = True  # check every image file (exists, complete, decodable) before training starts
-    on_bad_image: str = "error"  # error: stop and list the bad files | skip: train without them, counted per epoch
+    # error: stop and list the bad files | skip: train without them, counted per epoch | repair: decode what a
+    # truncated file holds (counted), stop on files that cannot be repaired
+    on_bad_image: str = "error"
     train: Any = MISSING
     val: Any = MISSING
 
