@@ -194,6 +194,15 @@ def _bad_element(value: Any, hint: Any) -> int | None:
     return next((i for i, v in enumerate(value) if _scalar_ok(v, item) is False), None)
 
 
+#: values that may be null while composing because the runner fills them from the data before building anything
+FROM_DATA = ("${dataset.num_classes}",)
+
+
+def _filled_from_data(cfg: DictConfig, key: str) -> bool:
+    node = cfg._get_node(key)
+    return node is not None and node._is_interpolation() and str(node._value()) in FROM_DATA
+
+
 def _type_error(cfg: DictConfig, key: str, full: str, value: Any, hint: Any, target: str) -> ConfigError:
     expected = f"{target} expects {_type_name(hint)} for '{key}'"
     index = _bad_element(value, hint)
@@ -330,6 +339,8 @@ def _check_target(cfg: DictConfig, target: str, path: str) -> None:
         if value is _UNSET:
             continue
         hint = hints.get(key, params[key].annotation)
+        if value is None and _filled_from_data(cfg, key):
+            continue
         if _scalar_ok(value, hint) is False:
             raise _type_error(cfg, key, full, value, hint, target)
     if not cfg.get("_partial_", False):
@@ -520,7 +531,7 @@ SETTING_RANGES: dict[str, Range] = {
     "trainer.device": Range("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_text="auto, cpu, mps, cuda or cuda:N"),
     "trainer.ema.decay": between(0, 1, 0.9999, high_open=True),
     "trainer.ema.tau": above(0, 2000),
-    "dataset.num_classes": at_least(1, 80),
+    "dataset.num_classes": at_least(1, 80, nullable=True),  # null: from the data
     "dataset.batch_size": at_least(1, 2),
     "dataset.val_batch_size": at_least(1, 2),
     "dataset.num_workers": at_least(0, 2),
@@ -528,7 +539,7 @@ SETTING_RANGES: dict[str, Range] = {
     "dataset.max_size": at_least(1, 1333, nullable=True),  # and > min_size: see _check_size_order
     "dataset.img_size": at_least(32, 640),  # batches are padded to a multiple of 32, so no divisibility needed
     "dataset.metric": one_of("coco", "voc07", "voc12"),  # framework.evaluation.build.METRICS
-    "dataset.on_bad_image": one_of("error", "skip"),
+    "dataset.on_bad_image": one_of("error", "skip", "repair"),
     "evaluation.backend": one_of("pycocotools", "faster_coco_eval"),  # framework.evaluation.coco.BACKENDS
     "seed": between(0, 2**32 - 1, 0),  # numpy.random.seed's range
     "optimizer.paramwise.norm_decay_mult": at_least(0, 0.0),
@@ -556,7 +567,9 @@ ARGUMENT_RANGES: dict[str, Range] = {
     "pos_fraction": between(0, 1, 0.5),
     "max_per_img": at_least(1, 100),
     "warmup_ratio": between(0, 1, 0.001),
-    "warmup_iters": at_least(0, 500),
+    "warmup_iters": at_least(0, 500, nullable=True),
+    "warmup_epochs": at_least(0, 3, nullable=True),
+    "warmup_max_share": between(0, 1, 0.1, low_open=True, nullable=True),
     "close_mosaic_epochs": at_least(0, 2),
     "min_ratio": between(0, 1, 0.01),
 }

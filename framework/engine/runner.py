@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from framework.config.validation import ConfigError
+from framework.data.classes import check_num_classes, classes_source
 from framework.data.loader import Batch, build_dataloader
 from framework.data.pipeline_dataset import PipelineDataset
 from framework.engine import distributed
@@ -33,7 +34,11 @@ from framework.engine.ema import ModelEMA
 from framework.engine.logging import MetricsWriter, log_to_files
 from framework.engine.optim import build_optimizer, scaled_lr, split_optimizer_node
 from framework.engine.progress import Window, format_eta, memory_gib, stats_text
-from framework.engine.schedulers import build_scheduler, load_scheduler_position
+from framework.engine.recipes import recipe_hint
+from framework.engine.schedulers import (
+    build_scheduler, check_fits_time_budget, fit_to_epochs, load_scheduler_position,
+)
+from framework.engine.time_budget import epochs_within_budget
 from framework.engine.signals import GracefulInterrupt
 from framework.evaluation.build import build_evaluator, ground_truth
 from framework.evaluation.coco import format_metrics_table
@@ -202,6 +207,7 @@ class Runner:
         self._interrupt: GracefulInterrupt | None = None
         self._writer: MetricsWriter | None = None
         self._start_time = time.monotonic()
+        self._first_epoch = 0  # the epoch this invocation started at (the time budget is this invocation's)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -237,12 +243,16 @@ class Runner:
         bad_images = dict(scan=data.scan_images, on_bad_image=data.on_bad_image, scanner=scanned)
         val_set = screen_dataset(instantiate(data.val, transforms=instantiate(cfg.pipeline.val)), "val",
                                  substitute=True, **bad_images)
+        given = data.num_classes
+        data.num_classes = check_num_classes(given, val_set)  # the model and the saved config get the data's count
+        if given is None:
+            logger.info(f"{val_set.num_classes} classes from {classes_source(val_set)}: {', '.join(val_set.classes)}")
         model = instantiate(cfg.model)
         if model.num_classes != val_set.num_classes:
             raise ConfigError(
-                f"The model predicts {model.num_classes} classes (model.head.num_classes, from dataset.num_classes) "
-                f"but the dataset at {data.root} has {val_set.num_classes}: {', '.join(val_set.classes[:10])}"
-                f"{'…' if val_set.num_classes > 10 else ''}. Set dataset.num_classes={val_set.num_classes}."
+                f"The model predicts {model.num_classes} classes (model.head.num_classes) but the dataset at "
+                f"{data.root} has {val_set.num_classes} ({', '.join(val_set.classes[:10])}"
+                f"{'…' if val_set.num_classes > 10 else ''}); leave model.head.num_classes=${{dataset.num_classes}}."
             )
         if training and t.sync_bn and info.enabled:
             if device.type == "cuda":
@@ -265,8 +275,13 @@ class Runner:
         kwargs: dict[str, Any] = {}
         if training:
             batch_size = per_rank_batch_size(data.batch_size, info.world_size)
-            train_set = PipelineDataset(screen_dataset(instantiate(data.train), "train", **bad_images),
-                                        instantiate(cfg.pipeline.train), on_bad_image=data.on_bad_image)
+            train_raw = screen_dataset(instantiate(data.train), "train", **bad_images)
+            if list(train_raw.classes) != list(val_set.classes):
+                raise ConfigError(
+                    f"The training split's classes ({len(train_raw.classes)}, from {classes_source(train_raw)}) "
+                    f"differ from the validation split's ({len(val_set.classes)}, from {classes_source(val_set)}); "
+                    "both splits must use one class list.")
+            train_set = PipelineDataset(train_raw, instantiate(cfg.pipeline.train), on_bad_image=data.on_bad_image)
             if len(train_set) < data.batch_size:
                 raise ConfigError(f"The training set has {len(train_set)} images, fewer than dataset.batch_size="
                                   f"{data.batch_size}; lower the batch size.")
@@ -279,6 +294,11 @@ class Runner:
             optimizer = build_optimizer(instantiate(node), model, lr_scale=lr_scale, **(settings.get("paramwise") or {}))
             steps = math.ceil(len(train_loader) / t.accumulate)
             scheduler = build_scheduler(instantiate(cfg.scheduler), optimizer, steps, lr_scale=lr_scale)
+            if t.max_time is not None:
+                check_fits_time_budget(scheduler)
+            hint = recipe_hint(model, scheduler)
+            if hint:
+                logger.warning(hint)
             ema = ModelEMA(model, t.ema.decay, t.ema.tau) if t.ema.enabled else None
             kwargs = dict(train_loader=train_loader, optimizer=optimizer, scheduler=scheduler, ema=ema,
                           resume_from=_resume_path(cfg))
@@ -319,8 +339,12 @@ class Runner:
                     f"{type(self.model.head).__name__} ({n_params / 1e6:.2f} M parameters) on {self.device}"
                     f"{f' x {self.dist.world_size} processes' if self.dist.enabled else ''} for {self.max_epochs} "
                     f"epochs x {self.steps_per_epoch} iterations; outputs in {self.work_dir}")
+        describe = getattr(self.scheduler, "describe", None)
+        if describe is not None:
+            notes = "".join(f"; {n}" for n in getattr(self.scheduler, "notes", []))
+            logger.info(f"Schedule: {describe()}{notes}")
         metrics: dict[str, float] = {}
-        self._start_time = time.monotonic()
+        self._start_time, self._first_epoch = time.monotonic(), self.epoch
         try:
             with GracefulInterrupt() as self._interrupt:
                 metrics = self._train_epochs()
@@ -352,12 +376,31 @@ class Runner:
                 metrics = self.evaluate()
                 self._update_best(metrics)
             self._check_stop(end_of_epoch=True)
+            if self.max_time is not None and self.stop_reason is None:
+                self._fit_epochs_to_budget()
             self.save("last.pth")
             if self.checkpoint_interval and self.epoch % self.checkpoint_interval == 0:
                 self.save(f"epoch_{self.epoch}.pth")
                 if self.dist.is_main:
                     prune_checkpoints(self.work_dir / "checkpoints", self.keep_checkpoints)
         return metrics
+
+    def _fit_epochs_to_budget(self) -> None:
+        """`trainer.max_time`: re-estimate how many epochs fit in the budget from the epochs timed so far (the same
+        number on every rank: rank 0's estimate), and fit the schedule and the pipeline (close-mosaic) to it."""
+        done = self.epoch - self._first_epoch
+        if done < 1:
+            return
+        elapsed = time.monotonic() - self._start_time
+        fitted = self._first_epoch + epochs_within_budget(self.max_time * 3600, elapsed, done)
+        fitted = int(distributed.broadcast_object(fitted))
+        if fitted == self.max_epochs:
+            return
+        notes = fit_to_epochs(self.scheduler, fitted)
+        logger.info(f"trainer.max_time={self.max_time} h: {elapsed / done:.1f} s per epoch, so {fitted} epochs fit "
+                    f"(was {self.max_epochs}); schedule fitted: {self.scheduler.describe()}"
+                    + "".join(f"; {n}" for n in notes))
+        self.max_epochs = fitted
 
     def _start_epoch_pipeline(self) -> None:
         """Tell the sampler (hence the workers) and the main-process pipeline which epoch starts (and, after a

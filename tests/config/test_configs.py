@@ -35,17 +35,18 @@ def data_overrides(shapes_root: Path, dataset: str, roots: dict[str, Path] | Non
         return [f"dataset.root={roots['voc']}", "dataset.num_classes=4"]
     if dataset == "cityscapes":  # …in Cityscapes layout (4 of the 8 classes used); small sizes keep it fast
         return [f"dataset.root={roots['cityscapes']}", "dataset.min_size=128", "dataset.max_size=192"]
-    out = [f"dataset.root={shapes_root}"]
+    out = [f"dataset.root={shapes_root}", "dataset.num_classes=4"]  # a model is built here without the runner
     if dataset == "coco":  # point the COCO layout at the shapes files: a real COCO-format folder
         out += [f"dataset.{s}.{k}={v}" for s in ("train", "val") for k, v in
                 (("ann_file", f"annotations/instances_{s}.json"), ("img_dir", f"images/{s}"))]
-        out.append("dataset.num_classes=4")
     return out
 
 
 # options that only fit some models, and a light backbone where the option under test is not the backbone
 CONTEXT = {("model/head/cls_loss", "ce"): ["model=faster_rcnn_r50_fpn"],
-           ("model/neck", "yolo_pan"): ["model=yolo_cspdarknet_s"]}
+           ("model/neck", "yolo_pan"): ["model=yolo_cspdarknet_s"],
+           # the 1x recipes start from ImageNet weights, which cannot be downloaded here
+           **{("experiment", e): ["model.backbone.pretrained=false"] for e in ("retinanet_1x", "fcos_1x", "faster_rcnn_1x")}}
 LIGHT = ["model/backbone=resnet18"]
 
 
@@ -89,6 +90,7 @@ def test_option_composes_and_instantiates(group, option, shapes_root, request):
 
 
 def test_readme_commands_compose():
+    assert check_overrides("train", []).model.head.num_classes is None  # from the data, filled in by the runner
     cfg = check_overrides("train", ["model=resnet50_fpn", "model/backbone=resnet18", "optimizer.lr=0.005",
                                     "trainer.max_epochs=2", "dataset.batch_size=4"])
     assert cfg.model.backbone.depth == 18 and cfg.optimizer.lr == 0.005 and cfg.dataset.batch_size == 4
