@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_iou
+
+from framework.evaluation.agreement import matched_share
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,18 +33,11 @@ from versus_torchvision import (  # noqa: E402
 
 
 def agreement(arch: str, ours: list[dict], theirs: list[dict]) -> dict[str, float]:
-    """How alike the two sides' detections are: counts, and the share of torchvision's boxes that one of ours with
-    the same label matches at IoU > 0.99."""
-    shift = 1 if arch == "faster_rcnn" else 0
-    matched = total = 0
-    for o, t in zip(ours, theirs):
-        total += len(t["boxes"])
-        if len(o["boxes"]) and len(t["boxes"]):
-            same = (box_iou(t["boxes"].float(), o["boxes"].float()) > 0.99) & \
-                   (t["labels"][:, None] - shift == o["labels"][None, :])
-            matched += int(same.any(1).sum())
-    return {"ours_detections": sum(len(o["boxes"]) for o in ours), "torchvision_detections": total,
-            "matched_share": matched / total if total else 1.0}
+    """How alike the two sides' detections are: counts, and the share of torchvision's detections that ours
+    reproduce (same label, score within 1e-3, box IoU >= 0.99; zero-area boxes by their corners)."""
+    return {"ours_detections": sum(len(o["boxes"]) for o in ours),
+            "torchvision_detections": sum(len(t["boxes"]) for t in theirs),
+            "matched_share": matched_share(theirs, ours, label_shift=1 if arch == "faster_rcnn" else 0)}
 
 
 def main(argv: list[str] | None = None) -> dict:

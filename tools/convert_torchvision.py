@@ -7,7 +7,9 @@
 `--weights` is a torchvision weights name (downloaded into torch's hub cache) or a .pth state-dict file. By default
 the 80 COCO classes are kept in our COCO dataset's label order (`--classes coco`); `--classes all` keeps all 91 of
 torchvision's slots, `--classes 1,2,3` a list of slots. Anything after the options is a config override
-(`dataset=coco`, `dataset.root=…`) saved with the checkpoint, so tools/test.py can use it directly.
+(`dataset=coco`, `dataset.root=…`) saved with the checkpoint, so tools/test.py can use it directly. The checkpoint
+uses `pipeline=torchvision` (torchvision's own normalize-then-resize) unless a `pipeline=` override says otherwise,
+so it reproduces torchvision's detections.
 """
 from __future__ import annotations
 
@@ -50,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             slots = [int(s) for s in args.classes.split(",")]
         model_cfg = TORCHVISION_MODELS[args.arch][0]
-        overrides = [f"model={model_cfg}", *(["dataset=coco"] if not any(o.startswith("dataset=") for o in
-                                                                          args.overrides) else []),
+        given = {o.split("=", 1)[0] for o in args.overrides}
+        # torchvision's own preprocessing (GeneralizedRCNNTransform), so the checkpoint gives torchvision's detections
+        overrides = [f"model={model_cfg}", *(["dataset=coco"] if "dataset" not in given else []),
+                     *(["pipeline=torchvision"] if "pipeline" not in given else []),
                      *args.overrides, f"dataset.num_classes={len(slots)}",
                      f"experiment_name=torchvision_{args.arch}", f"work_dir={args.out.parent}"]
         cfg = check_overrides("train", overrides)

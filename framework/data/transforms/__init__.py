@@ -8,6 +8,7 @@ from framework.data.transforms.mosaic import Mosaic
 from framework.data.transforms.noise import GaussianNoise
 from framework.data.transforms.normalize import Normalize
 from framework.data.transforms.pipeline import MixTransform, Pipeline
+from framework.data.transforms.rcnn_resize import RCNNResize
 
 __all__ = ["GaussianNoise", "GridMask", "HSVJitter", "Letterbox", "MixTransform", "MixUp", "Mosaic", "Normalize",
-           "PCALighting", "Pipeline", "RandomAffine"]
+           "PCALighting", "Pipeline", "RCNNResize", "RandomAffine"]
