@@ -3,7 +3,7 @@
 
 Uses the config saved in the checkpoint; overrides on the command line (dataset.root=…, dataset=coco,
 dataset.val_batch_size=8) replace the matching parts. Writes metrics.json and results.bbox.json (COCO results
-format) to <run dir>/eval_<time>/. Under torchrun every process evaluates its shard.
+format) to <run dir>/eval_<time>/, or to `output_dir=…`. Under torchrun every process evaluates its shard.
 """
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -15,8 +15,9 @@ from framework.engine.runner import Runner
 @hydra_cli("test")
 def main(cfg: DictConfig) -> None:
     runner = Runner.for_checkpoint(cfg.checkpoint, cfg, HydraConfig.get().overrides.task)
-    metrics = runner.evaluate(plot_dir=cfg.work_dir)
-    runner.write_eval_outputs(metrics, cfg.work_dir)
+    out = cfg.output_dir or cfg.work_dir  # output_dir=…: the outputs there instead of next to the checkpoint
+    metrics = runner.evaluate(plot_dir=out)
+    runner.write_eval_outputs(metrics, out)
 
 
 if __name__ == "__main__":

@@ -389,7 +389,7 @@ class Runner:
         """`trainer.max_time`: re-estimate how many epochs fit in the budget from the epochs timed so far (the same
         number on every rank: rank 0's estimate), and fit the schedule and the pipeline (close-mosaic) to it."""
         done = self.epoch - self._first_epoch
-        if done < 1:
+        if done < 1 or self.epoch >= self.max_epochs:  # a run that reached its fitted end stays ended
             return
         elapsed = time.monotonic() - self._start_time
         fitted = self._first_epoch + epochs_within_budget(self.max_time * 3600, elapsed, done)

@@ -147,3 +147,42 @@ def test_compile_option_compiles_backbone_and_neck_in_place(shapes_root, tmp_pat
         torch.testing.assert_close(losses[0][k], losses[1][k])
     sum(losses[0].values()).backward()
     assert all(p.grad is not None for p in runner.model.backbone.parameters() if p.requires_grad)
+
+
+def test_max_time_fits_the_epochs_and_the_schedule_to_the_budget(shapes_root, tmp_path, caplog, monkeypatch):
+    """trainer.max_time: after each epoch the number of epochs that fit is re-estimated (here forced to 2 of the
+    configured 5) and the schedule and the run follow it: milestone fractions land on the new length and the run
+    ends, evaluated, at epoch 2."""
+    import framework.engine.runner as runner_module
+
+    estimates = []
+    monkeypatch.setattr(runner_module, "epochs_within_budget",
+                        lambda budget, elapsed, done: estimates.append((budget, done)) or 2)
+    runner = make_runner(shapes_root, tmp_path, "trainer.max_epochs=5", "trainer.max_time=1.0",
+                         "scheduler.milestones=[0.5]", "trainer.eval_interval=5")
+    with caplog.at_level("INFO", logger="framework"):
+        result = runner.train()
+    assert estimates == [(3600.0, 1)]  # once: after epoch 1 the run already has its length
+    assert runner.epoch == 2 and runner.max_epochs == 2 and runner.scheduler.milestones == [1]
+    assert result["last"] and "so 2 epochs fit (was 5)" in caplog.text
+    assert [r["epoch"] for r in records(tmp_path, "val")] == [2]  # the last epoch is evaluated
+
+
+def test_max_time_refuses_a_schedule_it_cannot_fit(shapes_root, tmp_path):
+    with pytest.raises(ConfigError, match="cannot be epochs; give them as fractions"):
+        make_runner(shapes_root, tmp_path, "trainer.max_epochs=5", "trainer.max_time=1.0", "scheduler.milestones=[3]")
+
+
+def test_classes_come_from_the_data(shapes_voc_root, tmp_path, caplog):
+    """A VOC folder with a classes.txt needs no dataset.num_classes; the model, the saved config and the
+    checkpoint's names follow the data, and a disagreeing count stops the run naming both numbers and the file."""
+    overrides = ["dataset=voc07", f"dataset.root={shapes_voc_root}", "trainer.max_epochs=1"]
+    with caplog.at_level("INFO", logger="framework"):
+        runner = make_runner(shapes_voc_root, tmp_path, *overrides)
+    classes_txt = shapes_voc_root / "VOC2007" / "classes.txt"
+    assert runner.model.num_classes == 4 and runner.config["dataset"]["num_classes"] == 4
+    assert f"4 classes from {classes_txt}" in caplog.text
+    assert runner.state_dict()["meta"]["classes"] == classes_txt.read_text().split()
+    with pytest.raises(ConfigError, match=rf"dataset.num_classes=20, but the data has 4 classes .* read from "
+                                          rf"{classes_txt}.*dataset.num_classes=4"):
+        make_runner(shapes_voc_root, tmp_path, *overrides, "dataset.num_classes=20")

@@ -1,7 +1,8 @@
 """uint8 image → normalized float image, as the last step of a pipeline.
 
 torchvision's `ToDtype` needs a `torch.dtype`, which YAML cannot express, so the two steps (scale to [0, 1],
-then `(x - mean) / std`) are one transform here. Boxes and other entries pass through untouched.
+then `(x - mean) / std`) are one transform here, computed as torchvision's detectors compute them (so
+pipeline=torchvision gives their pixels exactly). Boxes and other entries pass through untouched.
 """
 from __future__ import annotations
 
@@ -20,5 +21,8 @@ class Normalize(ImageTransform):
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
 
     def apply_image(self, image: Tensor, params: dict[str, Any]) -> Tensor:
-        out = F.to_dtype(image, torch.float32, scale=True)
+        out = image.to(torch.float32)
+        if not image.is_floating_point():
+            # x / 255, as torchvision's detectors get their input (`ToDtype` multiplies by 1/255, one ulp apart)
+            out = out.div_(torch.iinfo(image.dtype).max)
         return F.normalize(out, mean=self.mean, std=self.std)
