@@ -7,10 +7,13 @@
 Every image of the train and val splits (`split=train|val|all`) is checked as the training run checks them
 (dataset.scan_images): the file exists, is not empty, is an image the loader can decode, is complete (PNG CRCs,
 JPEG end marker) and has the size its annotations give. `decode=true` also decodes every image fully (slower; finds
-damage inside JPEG data). Prints per split the image count, each bad file with the reason, and the dataset's counts
-of degenerate boxes (clipped or dropped when it is read; they do not stop a run and do not change the exit status).
+damage inside JPEG data). Prints per split the image count, each bad file with the reason, marked
+"[repairable with dataset.on_bad_image=repair]" when it is a JPEG cut short that a run can still decode as far as
+its data goes (found with or without decode=true: such a file lacks its end marker), and the dataset's counts of
+degenerate boxes (clipped or dropped when it is read; they do not stop a run and do not change the exit status).
 Exits with 1 when bad images were found, 0 when every file is usable.
-Bad files can be fixed or removed, or left out of training with dataset.on_bad_image=skip.
+Bad files can be fixed or removed, left out of training with dataset.on_bad_image=skip, or, the repairable ones,
+trained on with dataset.on_bad_image=repair.
 """
 from __future__ import annotations
 
@@ -26,13 +29,15 @@ from framework.config.validation import ConfigError
 from framework.data.scan import BadImage, scan_images
 
 SPLITS = {"train": ("train",), "val": ("val",), "all": ("train", "val")}
+REPAIRABLE = "  [repairable with dataset.on_bad_image=repair]"
 
 
 def report(split: str, dataset: Any, bad: list[BadImage], seconds: float) -> str:
     """The lines printed for one split."""
-    state = f"{len(bad)} bad" if bad else "all usable"
+    repairable = sum(b.repairable for b in bad)
+    state = (f"{len(bad)} bad ({repairable} repairable)" if repairable else f"{len(bad)} bad") if bad else "all usable"
     lines = [f"{split}: {len(dataset)} images, {state} (checked in {seconds:.1f} s)"]
-    lines += [f"  {b.path}: {b.reason}" for b in bad]
+    lines += [f"  {b.path}: {b.reason}{REPAIRABLE if b.repairable else ''}" for b in bad]
     boxes = getattr(dataset, "box_report", None)  # {reason: count} of boxes clipped or dropped when it was read
     if boxes is not None:
         counts = ", ".join(f"{name}: {count}" for name, count in boxes.items() if count)
@@ -41,22 +46,33 @@ def report(split: str, dataset: Any, bad: list[BadImage], seconds: float) -> str
     return "\n".join(lines)
 
 
+def repair_advice(bad: list[BadImage]) -> str:
+    """What dataset.on_bad_image=repair would do with `bad` (empty when it would do nothing)."""
+    repairable = sum(b.repairable for b in bad)
+    if not repairable:
+        return ""
+    jpegs = "is a JPEG" if repairable == 1 else "are JPEGs"
+    which = (f"{'It' if len(bad) == 1 else 'All of them'} {jpegs} cut short" if repairable == len(bad)
+             else f"{repairable} of them {jpegs} cut short (the others would still stop a run)")
+    return f"\n{which}: dataset.on_bad_image=repair trains on such files, decoded as far as their data goes."
+
+
 @hydra_cli("check_dataset")
 def main(cfg: DictConfig) -> None:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got split={cfg.split!r}.")
     if cfg.workers is not None and cfg.workers < 1:
         raise ConfigError(f"workers must be at least 1 (threads reading the files), got workers={cfg.workers}.")
-    found = 0
+    found: list[BadImage] = []
     for split in SPLITS[cfg.split]:
         dataset = instantiate(cfg.dataset[split])
         start = time.perf_counter()
         bad = scan_images(dataset, workers=cfg.workers, decode=cfg.decode)
         print(report(split, dataset, bad, time.perf_counter() - start), flush=True)
-        found += len(bad)
+        found += bad
     if found:
-        print(f"{found} bad image file(s) in dataset '{cfg.dataset.name}' ({cfg.dataset.root}). Fix or remove them, "
-              "or train without them: dataset.on_bad_image=skip.")
+        print(f"{len(found)} bad image file(s) in dataset '{cfg.dataset.name}' ({cfg.dataset.root}). Fix or remove "
+              f"them, or train without them: dataset.on_bad_image=skip.{repair_advice(found)}")
         sys.exit(1)
     print(f"Every image file of dataset '{cfg.dataset.name}' ({cfg.dataset.root}) is usable.")
 

@@ -16,6 +16,16 @@ class DatasetError(ValueError):
     """A malformed annotation file, an inconsistent dataset, or a bad image."""
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder or file is missing.
+
+    Subclasses ``FileNotFoundError`` so generic handlers still catch it, while the message carries the expected
+    layout and the config override that fixes it: the most common first-run failure is simply a wrong
+    ``dataset.root``. Defined here, below every loader, so that `framework.data.datasets.roots` (which builds the
+    message) and the loaders can both use it; ``framework.data.datasets.coco`` re-exports it.
+    """
+
+
 class BadImageError(DatasetError):
     """An image file that is missing, empty, truncated or cannot be decoded; `path` names it.
 

@@ -21,12 +21,15 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import tv_tensors
 
-__all__ = ["Batch", "DetectionLoader", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "SKIPPED_IMAGES",
-           "aspect_groups", "build_dataloader", "collate", "sample_seed", "seed_worker"]
+__all__ = ["Batch", "DetectionLoader", "EpochBatchSampler", "EpochIndex", "GroupedBatchSampler", "REPAIRED_IMAGES",
+           "SKIPPED_IMAGES", "aspect_groups", "build_dataloader", "collate", "sample_seed", "seed_worker"]
 
 #: Target key under which a sample lists the image files replaced by it because they could not be loaded
 #: (``dataset.on_bad_image=skip``); ``collate`` moves the paths to ``Batch.skipped_images``.
 SKIPPED_IMAGES = "skipped_images"
+#: …and the truncated image files decoded as far as their data goes for it (``dataset.on_bad_image=repair``), moved
+#: to ``Batch.repaired_images``.
+REPAIRED_IMAGES = "repaired_images"
 
 
 def _move_target(target: dict[str, Any], fn: Any) -> dict[str, Any]:
@@ -39,13 +42,15 @@ class Batch:
 
     ``images`` is ``[B, 3, H, W]`` float with H and W multiples of the size divisor;
     ``image_sizes[i]`` is image i's ``(h, w)`` before padding. ``skipped_images`` names the image files that
-    could not be loaded and were replaced by others in this batch (``dataset.on_bad_image=skip``).
+    could not be loaded and were replaced by others in this batch (``dataset.on_bad_image=skip``),
+    ``repaired_images`` those decoded as far as their data went (``dataset.on_bad_image=repair``).
     """
 
     images: Tensor
     targets: list[dict[str, Any]]
     image_sizes: list[tuple[int, int]]
     skipped_images: list[str] = field(default_factory=list)
+    repaired_images: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -61,6 +66,7 @@ class Batch:
             targets=[_move_target(t, move) for t in self.targets],
             image_sizes=list(self.image_sizes),
             skipped_images=list(self.skipped_images),
+            repaired_images=list(self.repaired_images),
         )
 
     def pin_memory(self) -> Batch:
@@ -71,6 +77,7 @@ class Batch:
             targets=[_move_target(t, lambda x: x.pin_memory()) for t in self.targets],
             image_sizes=list(self.image_sizes),
             skipped_images=list(self.skipped_images),
+            repaired_images=list(self.repaired_images),
         )
 
 
@@ -122,15 +129,18 @@ def collate(
 
     targets: list[dict[str, Any]] = []
     skipped: list[str] = []
+    repaired: list[str] = []
     for _, target in samples:
         skipped += target.get(SKIPPED_IMAGES, ())
-        t = {k: _plain(v) for k, v in target.items() if k != SKIPPED_IMAGES}
+        repaired += target.get(REPAIRED_IMAGES, ())
+        t = {k: _plain(v) for k, v in target.items() if k not in (SKIPPED_IMAGES, REPAIRED_IMAGES)}
         if "boxes" in t:
             t["boxes"] = torch.as_tensor(t["boxes"], dtype=torch.float32).reshape(-1, 4)
         if "labels" in t:
             t["labels"] = torch.as_tensor(t["labels"], dtype=torch.int64).reshape(-1)
         targets.append(t)
-    return Batch(images=batch, targets=targets, image_sizes=image_sizes, skipped_images=skipped)
+    return Batch(images=batch, targets=targets, image_sizes=image_sizes, skipped_images=skipped,
+                 repaired_images=repaired)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -268,7 +278,8 @@ class DetectionLoader(DataLoader):
 
     Samples are loaded in worker processes, so a skipped file is known only to the batch that carries it
     (``Batch.skipped_images``); the training loop need not look: ``pop_skipped_images()`` gives the distinct paths
-    seen since the last call (the runner reports them at the end of each epoch).
+    seen since the last call (the runner reports them at the end of each epoch); ``pop_repaired_images()`` the same
+    for ``Batch.repaired_images``.
 
     Workers ignore SIGTERM (``seed_worker``), so the way multiprocessing ends daemon processes at exit (terminate,
     then join) would wait forever for persistent workers still alive then: they are whenever an exception ended
@@ -280,6 +291,7 @@ class DetectionLoader(DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._skipped: dict[str, None] = {}  # an ordered set
+        self._repaired: dict[str, None] = {}
         _LOADERS.add(self)
 
     def __iter__(self) -> Iterator[Any]:
@@ -287,8 +299,8 @@ class DetectionLoader(DataLoader):
         _WORKERS.update(getattr(iterator, "_workers", ()))
         try:
             for batch in iterator:
-                for path in getattr(batch, "skipped_images", ()):
-                    self._skipped[path] = None
+                self._skipped.update(dict.fromkeys(getattr(batch, "skipped_images", ())))
+                self._repaired.update(dict.fromkeys(getattr(batch, "repaired_images", ())))
                 yield batch
         except Exception:
             _shutdown(iterator)
@@ -299,6 +311,10 @@ class DetectionLoader(DataLoader):
     def pop_skipped_images(self) -> list[str]:
         skipped, self._skipped = list(self._skipped), {}
         return skipped
+
+    def pop_repaired_images(self) -> list[str]:
+        repaired, self._repaired = list(self._repaired), {}
+        return repaired
 
     def shutdown_workers(self) -> None:
         """Stop the persistent worker processes now (the next iteration starts new ones)."""

@@ -8,7 +8,8 @@ resumed run sees exactly what the uninterrupted one would have.
 
 With `on_bad_image="skip"`, an image that cannot be loaded (the sample's own or a Mosaic/MixUp partner's) is
 replaced by the next index's and its path travels with the sample to the batch (`Batch.skipped_images`); with
-`"error"` its `BadImageError` stops the run.
+`"repair"`, a JPEG cut short is decoded as far as its data goes and its path travels the same way
+(`Batch.repaired_images`); with `"error"`, or a file `repair` cannot repair, its `BadImageError` stops the run.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from framework.data.bad_images import check_on_bad_image, load_substituting, mark_skipped
-from framework.data.loader import EpochIndex, sample_seed
+from framework.data.bad_images import check_on_bad_image, load_repairing, load_substituting, mark_images
+from framework.data.loader import REPAIRED_IMAGES, SKIPPED_IMAGES, EpochIndex, sample_seed
 from framework.data.transforms.pipeline import Pipeline, Sample
 
 
@@ -49,15 +50,17 @@ class PipelineDataset(Dataset):
             return self._load(int(index))
 
     def _load(self, index: int) -> Sample:
-        pipeline, load, skipped = self.pipeline, self.dataset.__getitem__, []
+        pipeline, load, skipped, repaired = self.pipeline, self.dataset.__getitem__, [], []
         if self.on_bad_image == "skip":
             load = functools.partial(load_substituting, load, length=len(self.dataset), skipped=skipped)
+        elif self.on_bad_image == "repair":
+            load = functools.partial(load_repairing, load, repaired=repaired)
         if isinstance(pipeline, Pipeline):
             sample = pipeline.sample(index, load, len(self.dataset))
         else:
             sample = load(index)
             sample = pipeline(*sample) if pipeline is not None else sample
-        return mark_skipped(sample, skipped)
+        return mark_images(mark_images(sample, SKIPPED_IMAGES, skipped), REPAIRED_IMAGES, repaired)
 
     def __getattr__(self, name: str) -> Any:
         # only called for attributes not found here: classes, num_classes, coco, get_image_info, …

@@ -1,5 +1,5 @@
 """Check every image file of a dataset before training, so a bad file stops a run in its first seconds (or is left
-out, `dataset.on_bad_image=skip`) instead of crashing a loader worker hours in.
+out, `dataset.on_bad_image=skip`, or repaired, `repair`) instead of crashing a loader worker hours in.
 
 What one file is checked for, cheapest first: it exists, it is not empty, PIL can identify it, its format is one
 the loader decodes (`torchvision.io.decode_image`: JPEG, PNG, GIF, WEBP), `Image.verify()` passes (for PNG it
@@ -16,10 +16,17 @@ decode 0.35-0.6 ms on shapes and 2.0-2.5 ms at 640x480, i.e. about 20 s against 
 images) before every run. The thorough mode is `scan_images(…, decode=True)` (`tools/check_dataset.py
 decode=true`); a file that only fails there is still caught at load time by `on_bad_image`.
 
+Repairable files (`dataset.on_bad_image=repair`): a JPEG cut short (a failed copy or download, a real set's most
+common damage) whose header is intact still holds the top of its picture. `decode_truncated` decodes it as far as its
+data goes; a bad JPEG it decodes is marked repairable, everything else (empty, not an image, header cut, a wrong
+size) is not. Nor is a PNG cut short: PIL decodes one only under its process-wide truncation flag (see
+`decode_truncated`). Sound files cost nothing more: only files already found bad are tried.
+
 Files are checked in a thread pool: PIL's decoders release the GIL and file latency (network storage) overlaps.
 """
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,19 +34,31 @@ from typing import Any, NamedTuple, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["BadImage", "LOADER_FORMATS", "check_image", "default_workers", "scan_images"]
+__all__ = ["BadImage", "Finding", "LOADER_FORMATS", "REPAIRABLE_FORMATS", "check_image", "decode_truncated",
+           "default_workers", "first_line", "scan_images"]
 
 #: PIL format names of the files `torchvision.io.decode_image` reads (MPO: multi-picture JPEG from cameras).
 LOADER_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP"})
+#: Formats `decode_truncated` repairs: the JPEG family, whose end marker can be supplied.
+REPAIRABLE_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO"})
 _JPEG_END = b"\xff\xd9"
 
 
+class Finding(NamedTuple):
+    """What is wrong with one image file, and whether `dataset.on_bad_image=repair` can train on it anyway."""
+
+    reason: str
+    repairable: bool = False
+
+
 class BadImage(NamedTuple):
-    """One image the scan rejected: the sample `index` in its dataset, the file, and why."""
+    """One image the scan rejected: the sample `index` in its dataset, the file, why, and whether
+    `dataset.on_bad_image=repair` can use it (a JPEG cut short)."""
 
     index: int
     path: Path
     reason: str
+    repairable: bool = False
 
 
 def default_workers() -> int:
@@ -47,9 +66,26 @@ def default_workers() -> int:
     return min(16, (os.cpu_count() or 1) + 4)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (decoders append whole tracebacks of C code), or its type."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def decode_truncated(path: str | Path) -> Image.Image:
+    """The picture a JPEG cut short still holds, as an RGB image: decoded as far as its data goes, the rest filled
+    by the decoder (grey). Raises (OSError, ValueError…) when even that fails: the header is cut, or it is no JPEG.
+
+    PIL does this under `ImageFile.LOAD_TRUNCATED_IMAGES`, a process-wide flag: set in one thread it would let every
+    other decode in the process (the scan's other threads, the loader's) accept truncated files without a word.
+    What the flag does for a JPEG is supply the missing end marker (FF D9); here the marker is appended to a private
+    copy of the bytes, which gives the same pixels with nothing shared, so it is safe in threads and workers.
+    """
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data + _JPEG_END)) as im:
+        if im.format not in REPAIRABLE_FORMATS:
+            raise ValueError(f"only a JPEG cut short can be repaired, this is a {im.format} file")
+        return im.convert("RGB")
 
 
 def _decode_error(path: Path) -> str | None:
@@ -58,48 +94,60 @@ def _decode_error(path: Path) -> str | None:
         with Image.open(path) as im:
             im.load()
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… depending on the plugin
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
-def check_image(path: str | Path, size: tuple[int, int] | None = None, decode: bool = False) -> str | None:
-    """Why the image file at `path` cannot be trained on, or None when it is fine.
+def _repairs(path: Path) -> bool:
+    """Whether `decode_truncated` can decode `path`."""
+    try:
+        decode_truncated(path)
+    except Exception:  # whatever the damage, it is not repairable
+        return False
+    return True
+
+
+def check_image(path: str | Path, size: tuple[int, int] | None = None, decode: bool = False) -> Finding | None:
+    """What makes the image file at `path` unfit for training, or None when it is fine.
 
     `size` is the (height, width) the annotations give (not checked when None); `decode=True` also decodes the
-    whole image (see the module docstring for the cost).
+    whole image (see the module docstring for the cost). A file that fails to decode is tried with
+    `decode_truncated` to tell whether it is repairable.
     """
     path = Path(path)
     try:
         if not path.is_file():
-            return "the file does not exist" if not path.exists() else "it is not a file"
+            return Finding("the file does not exist" if not path.exists() else "it is not a file")
         if path.stat().st_size == 0:
-            return "the file is empty"
+            return Finding("the file is empty")
         with open(path, "rb") as f:
             try:
                 with Image.open(f) as im:
                     fmt, (width, height) = im.format or "?", im.size
                     if fmt not in LOADER_FORMATS:
-                        return (f"it is a {fmt} image, which the data loader cannot decode (torchvision reads "
-                                "JPEG, PNG, GIF and WEBP); convert it")
+                        return Finding(f"it is a {fmt} image, which the data loader cannot decode (torchvision "
+                                       "reads JPEG, PNG, GIF and WEBP); convert it")
                     im.verify()
             except UnidentifiedImageError:
-                return "it is not an image file (PIL cannot identify it)"
+                return Finding("it is not an image file (PIL cannot identify it)")
             except Exception as exc:
-                return f"it is truncated or corrupt ({_first_line(exc)})"
+                return Finding(f"it is truncated or corrupt ({first_line(exc)})")
             ends_ok = True
-            if fmt in ("JPEG", "MPO"):
+            if fmt in REPAIRABLE_FORMATS:
                 f.seek(-2, os.SEEK_END)
                 ends_ok = f.read(2) == _JPEG_END
     except OSError as exc:  # permissions, I/O errors of the storage
-        return f"it cannot be read ({_first_line(exc)})"
+        return Finding(f"it cannot be read ({first_line(exc)})")
+    size_ok = size is None or (height, width) == tuple(size)
     if decode or not ends_ok:
         error = _decode_error(path)
         if error is not None:
             what = "it is truncated (no JPEG end marker)" if not ends_ok else "it cannot be decoded"
-            return f"{what}: {error}"
-    if size is not None and (height, width) != tuple(size):
-        return (f"it is {width}x{height} pixels but the annotations say {size[1]}x{size[0]} (width x height); "
-                "its boxes may belong to another version of the picture")
+            # a repaired picture of the wrong size would still not match its boxes
+            return Finding(f"{what}: {error}", repairable=size_ok and fmt in REPAIRABLE_FORMATS and _repairs(path))
+    if not size_ok:
+        return Finding(f"it is {width}x{height} pixels but the annotations say {size[1]}x{size[0]} (width x "
+                       "height); its boxes may belong to another version of the picture")
     return None
 
 
@@ -114,11 +162,11 @@ def _annotated_size(dataset: Any, index: int) -> tuple[int, int] | None:
 def scan_images(dataset: Any, workers: int | None = None, decode: bool = False,
                 indices: Sequence[int] | None = None) -> list[BadImage]:
     """Check the image file of every sample of `dataset` (which has `image_path(i)`, and `get_image_info(i)` for the
-    size check); returns the bad ones in index order. `indices` limits the scan to those samples."""
+    size check); returns the bad ones in index order, each marked repairable or not. `indices` limits the scan to those samples."""
     if not hasattr(dataset, "image_path"):
         raise TypeError(f"{type(dataset).__name__} has no image_path(index): it cannot be scanned")
     todo = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     jobs = [(i, Path(dataset.image_path(i)), _annotated_size(dataset, i)) for i in todo]
     with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
-        reasons = list(pool.map(lambda job: check_image(job[1], job[2], decode), jobs))
-    return [BadImage(i, path, reason) for (i, path, _), reason in zip(jobs, reasons) if reason is not None]
+        findings = list(pool.map(lambda job: check_image(job[1], job[2], decode), jobs))
+    return [BadImage(i, path, *finding) for (i, path, _), finding in zip(jobs, findings) if finding is not None]

@@ -12,13 +12,14 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from framework.data import bad_images
 from framework.data.bad_images import (
-    SkipImages, check_on_bad_image, load_substituting, screen_dataset, skipped_images_report,
+    RepairImages, SkipImages, check_on_bad_image, load_substituting, screen_dataset, skipped_images_report,
 )
 from framework.data.datasets.shapes import ShapesDataset
 from framework.data.datasets.voc import VOCDetection
 from framework.data.errors import BadImageError, DatasetError
-from framework.data.loader import SKIPPED_IMAGES, Batch, build_dataloader, collate
+from framework.data.loader import REPAIRED_IMAGES, SKIPPED_IMAGES, Batch, build_dataloader, collate
 from framework.data.pipeline_dataset import PipelineDataset
 from framework.data.scan import BadImage
 from framework.data.transforms.mosaic import Mosaic
@@ -43,8 +44,8 @@ def damaged_val(root: Path, *indices: int, transforms=None) -> ShapesDataset:
 
 # ------------------------------------------------------------------------------------------------ the policy
 def test_on_bad_image_values() -> None:
-    assert check_on_bad_image("skip") == "skip"
-    with pytest.raises(DatasetError, match=r"dataset.on_bad_image='ignore' is not a choice.*=error.*=skip"):
+    assert check_on_bad_image("skip") == "skip" and check_on_bad_image("repair") == "repair"
+    with pytest.raises(DatasetError, match=r"dataset.on_bad_image='ignore' is not a choice.*=error.*=skip.*=repair"):
         check_on_bad_image("ignore")
     with pytest.raises(DatasetError, match="dataset.on_bad_image"):
         PipelineDataset([], None, on_bad_image="drop")
@@ -240,11 +241,14 @@ def test_bad_image_error_round_trips() -> None:
 
 
 class _Loader:
-    def __init__(self, dataset, skipped):
-        self.dataset, self._skipped = dataset, skipped
+    def __init__(self, dataset, skipped, repaired=()):
+        self.dataset, self._skipped, self._repaired = dataset, skipped, list(repaired)
 
     def pop_skipped_images(self):
         return self._skipped
+
+    def pop_repaired_images(self):
+        return self._repaired
 
 
 def test_epoch_report(root: Path) -> None:
@@ -252,5 +256,91 @@ def test_epoch_report(root: Path) -> None:
     kept = PipelineDataset(screen_dataset(ds, "val", on_bad_image="skip"), None)
     assert skipped_images_report(3, _Loader(ds, [])) is None
     assert skipped_images_report(3, _Loader(kept, [])) == "Epoch 3: 1 bad image skipped (1 found by the scan)"
-    two_ranks = skipped_images_report(3, _Loader(kept, ["/b.jpg"]), gather=lambda x: [x, ["/a.jpg", "/b.jpg"]])
+    two_ranks = skipped_images_report(3, _Loader(kept, ["/b.jpg"]), gather=lambda x: [x, (["/a.jpg", "/b.jpg"], [])])
     assert two_ranks == "Epoch 3: 3 bad images skipped (1 found by the scan, 2 at load time: /a.jpg, /b.jpg)"
+
+    repairing = PipelineDataset(RepairImages(ds, [BadImage(4, ds.image_path(4), "it is truncated", True)]), None,
+                                on_bad_image="repair")
+    at_load = [str(ds.image_path(4)), "/c.jpg"]  # the scan's file is repaired at every load: counted once
+    assert skipped_images_report(3, _Loader(repairing, [], at_load)) == (
+        "Epoch 3: 2 bad images repaired (1 found by the scan, 1 at load time: /c.jpg)")
+
+
+# ------------------------------------------------------------------------------------------------ repair
+def truncated_val(root: Path, index: int) -> tuple[ShapesDataset, torch.Tensor]:
+    """The val set with image `index` cut short (a download interrupted at 60 %), and that image as it was."""
+    ds = ShapesDataset(str(root), "val")
+    whole = ds[index][0]
+    cut_tail(ds.image_path(index), 0.6)
+    return ds, whole
+
+
+def test_each_policy_on_a_truncated_jpeg(root: Path, caplog, monkeypatch) -> None:
+    ds, whole = truncated_val(root, 3)
+    path = ds.image_path(3)
+    with pytest.raises(DatasetError) as info:
+        screen_dataset(ds, "val")
+    assert f"{path}: it is truncated (no JPEG end marker): image file is truncated" in str(info.value)
+    assert "[repairable]" in str(info.value) and "1 of them ([repairable]) is a JPEG cut short: " \
+        "dataset.on_bad_image=repair decodes" in str(info.value)
+    with pytest.raises(BadImageError, match="it cannot be decoded"):
+        PipelineDataset(ds, None)[3]
+    assert screen_dataset(ds, "val", on_bad_image="skip").indices == [0, 1, 2, 4, 5, 6, 7]
+
+    with caplog.at_level(logging.WARNING, logger="framework"):
+        kept = screen_dataset(ds, "val", on_bad_image="repair")
+    assert (f"1 val image repaired (dataset.on_bad_image=repair), decoded as far as the data goes:\n  {path}: it is "
+            "truncated") in caplog.text
+    assert isinstance(kept, RepairImages) and len(kept) == 8 and [b.index for b in kept.repaired_images] == [3]
+    assert kept.ids == ds.ids and kept.coco is ds.coco
+    loading = PipelineDataset(kept, None, on_bad_image="repair")
+    image, target = loading[3]
+    assert image.shape == whole.shape and target["image_id"] == ds.ids[3] and target[REPAIRED_IMAGES] == [str(path)]
+    top = whole.shape[1] // 8  # the top rows are in the data that is left
+    assert (image[:, :top].float() - whole[:, :top].float()).abs().mean() < 1.0
+
+    def no_repair(path):
+        raise AssertionError(f"{path} is sound: the fast decoder reads it")
+
+    monkeypatch.setattr(bad_images, "decode_truncated", no_repair)
+    assert REPAIRED_IMAGES not in loading[2][1]
+
+
+def test_repair_stops_on_files_it_cannot_repair(root: Path) -> None:
+    ds, _ = truncated_val(root, 3)
+    garbage = write_garbage(ds.image_path(5))
+    with pytest.raises(DatasetError) as info:
+        screen_dataset(ds, "val", on_bad_image="repair")
+    msg = str(info.value)
+    assert msg.startswith("1 of the 8 val images cannot be used, and dataset.on_bad_image=repair cannot repair them:"
+                          f"\n  {garbage}: it is not an image file")
+    assert str(ds.image_path(3)) not in msg and "set dataset.on_bad_image=skip, which drops them" in msg
+    with pytest.raises(BadImageError, match="cannot repair it") as info:  # unscanned: found at load time
+        PipelineDataset(ds, None, on_bad_image="repair")[5]
+    assert info.value.path == garbage and "dataset.on_bad_image=skip" in str(info.value)
+
+
+def test_val_set_repairs_images_failing_at_load_time(root: Path, caplog) -> None:
+    ds, whole = truncated_val(root, 6)
+    val = screen_dataset(ds, "val", scan=False, on_bad_image="repair", substitute=True)
+    with caplog.at_level(logging.WARNING, logger="framework"):
+        image, target = val[6]
+    assert image.shape == whole.shape and target[REPAIRED_IMAGES] == [str(ds.image_path(6))]
+    assert f"{ds.image_path(6)} could not be decoded: evaluating on what it holds" in caplog.text
+    caplog.clear()
+    scanned = screen_dataset(ds, "val", on_bad_image="repair", substitute=True)
+    assert scanned[6][1][REPAIRED_IMAGES] == [str(ds.image_path(6))] and "could not be decoded" not in caplog.text
+
+
+def test_repairs_in_workers_and_mosaic_partners_reach_the_batch(root: Path) -> None:
+    ds, _ = truncated_val(root, 1)
+    loader = build_dataloader(PipelineDataset(ds, Pipeline([TO_FLOAT]), on_bad_image="repair"), batch_size=4,
+                              num_workers=1)
+    assert [b.repaired_images for b in loader] == [[str(ds.image_path(1))], []]
+    assert skipped_images_report(2, loader) == f"Epoch 2: 1 bad image repaired (1 at load time: {ds.image_path(1)})"
+    assert loader.pop_repaired_images() == [] and loader.pop_skipped_images() == []
+
+    mosaic = PipelineDataset(ds, Pipeline([Mosaic(size=64, prob=1.0), TO_FLOAT]), on_bad_image="repair")
+    torch.manual_seed(0)
+    marked = [i for i in range(len(ds)) if str(ds.image_path(1)) in mosaic[i][1].get(REPAIRED_IMAGES, [])]
+    assert 1 in marked and len(marked) > 1  # its own index and, drawn as a partner, in others

@@ -103,18 +103,26 @@ def test_boxes_are_tight_around_painted_pixels() -> None:
     assert checked >= 20
 
 
-def test_shapes_dataset_autogenerates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_shapes_dataset_autogenerates_at_the_default_root_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys) -> None:
     real = shapes.generate_shapes
-    calls: list[Path] = []
+    calls: list[str] = []
 
     def small(root):  # the default 2300 images would make the test slow
-        calls.append(Path(root))
+        calls.append(str(root))
         return real(root, num_train=5, num_val=3)
 
     monkeypatch.setattr(shapes, "generate_shapes", small)
-    root = tmp_path / "data" / "shapes"
-    ds = ShapesDataset(root=str(root), split="val")
-    assert calls == [root]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError) as info:  # a mistyped root gets no fake dataset
+        ShapesDataset(root="data/shapez", split="val")
+    assert calls == [] and not (tmp_path / "data").exists()
+    msg = str(info.value)
+    assert msg.startswith("Shapes dataset root data/shapez does not exist.") and "make_shapes.py --root data/shapez" in msg
+    assert f"The nearest existing folder is {tmp_path}" in msg and "└── instances_val.json" in msg
+
+    ds = ShapesDataset(root="./data/shapes/", split="val")  # the default root, however written
+    assert calls == ["./data/shapes/"]
     assert "generating" in capsys.readouterr().out
     assert len(ds) == 3 and ds.classes == list(SHAPES_CLASSES) and ds.num_classes == 4
     image, target = ds[0]
@@ -122,10 +130,19 @@ def test_shapes_dataset_autogenerates(tmp_path: Path, monkeypatch: pytest.Monkey
     assert target["boxes"].shape[0] == target["labels"].shape[0] >= 1
     assert 0 <= int(target["labels"].min()) and int(target["labels"].max()) < 4
 
-    train = ShapesDataset(root=str(root), split="train")  # already there: no regeneration
-    assert calls == [root] and len(train) == 5
+    train = ShapesDataset(root=str(tmp_path / "data" / "shapes"), split="train")  # already there: no regeneration
+    assert len(calls) == 1 and len(train) == 5
+    with pytest.raises(DatasetNotFoundError, match=f"did you mean {tmp_path / 'data' / 'shapes'}"):
+        ShapesDataset(root="data/shapez")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="Annotation file empty/annotations/instances_train.json does not"):
+        ShapesDataset(root="empty")
     with pytest.raises(DatasetNotFoundError):
-        ShapesDataset(root=str(tmp_path / "absent"), generate=False)
+        ShapesDataset(root="data/shapes_gone", generate=False)
+    assert ShapesDataset(root="elsewhere", split="val", generate=True).num_classes == 4  # an explicit opt-in
+    assert calls[-1] == "elsewhere"
+    assert shapes.is_default_root("data/x/../shapes") and shapes.is_default_root(tmp_path / "data" / "shapes")
+    assert not shapes.is_default_root("elsewhere/data/shapes")
 
 
 def test_generation_is_atomic_and_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from framework.data.errors import DatasetError
-from tests.data.bad_files import damaged_copy, image_file, write_garbage
+from tests.data.bad_files import cut_tail, damaged_copy, image_file, write_garbage
 
 from .test_runner_training import make_runner
 
@@ -28,6 +28,16 @@ def test_evaluation_scans_the_val_set_and_leaves_bad_images_out(root, tmp_path: 
     assert len(dataset) == 3 and dataset.excluded_images[0].path == bad
     runner.evaluate()
     assert sorted(runner.evaluator.image_ids) == sorted(dataset.ids) and 2 not in dataset.ids  # image id 2: index 1
+
+
+def test_evaluation_repairs_a_truncated_val_image(root, tmp_path: Path) -> None:
+    root, _ = root
+    cut = cut_tail(image_file(root, "val", 2))
+    runner = make_runner(root, tmp_path / "run", "dataset.on_bad_image=repair", training=False)
+    dataset = runner.val_loader.dataset
+    assert len(dataset) == 4 and [b.path for b in dataset.repaired_images] == [cut]
+    runner.evaluate()
+    assert sorted(runner.evaluator.image_ids) == [1, 2, 3, 4]
 
 
 def test_images_failing_at_load_time_are_replaced_and_counted(root, tmp_path: Path, caplog) -> None:

@@ -43,6 +43,7 @@ from torchvision import tv_tensors
 
 from framework.data.datasets.box_report import count_boxes
 from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.datasets.roots import missing_path_error
 from framework.data.errors import DatasetError
 
 __all__ = [
@@ -261,7 +262,7 @@ class CityscapesDetection(torch.utils.data.Dataset):
         self.ann_dir: Path = self.root / "gtFine" / split
         hint = _layout_hint(self.root, split)
         if not self.root.is_dir():
-            raise DatasetNotFoundError(f"Cityscapes root {self.root} does not exist.\n{hint}")
+            raise missing_path_error(self.root, "Cityscapes root", hint)
         for folder in (self.img_dir, self.ann_dir):
             if not folder.is_dir():
                 raise DatasetNotFoundError(

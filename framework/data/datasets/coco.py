@@ -22,18 +22,12 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
 from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
-from framework.data.errors import BadImageError
+from framework.data.bad_images import repair_or_raise
+from framework.data.datasets.roots import missing_path_error
+from framework.data.errors import BadImageError, DatasetNotFoundError
+from framework.data.scan import first_line
 
-__all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample"]
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset folder or file is missing.
-
-    Subclasses ``FileNotFoundError`` so generic handlers still catch it, while the
-    message carries the expected layout and the config override that fixes it —
-    the most common first-run failure is simply a wrong ``dataset.root``.
-    """
+__all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample", "layout_hint"]
 
 
 def _resolve(root: Path, path: str) -> Path:
@@ -42,8 +36,12 @@ def _resolve(root: Path, path: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def _layout_hint(root: Path, ann_file: str, img_dir: str) -> str:
-    """Render the expected folder layout as a small tree for error messages."""
+COCO_ADVICE = ("Point the config at your copy with `dataset.root=/path/to/coco` (and `dataset.train.ann_file=…` / "
+               "`dataset.train.img_dir=…`, same for `val`, if your names differ).")
+
+
+def layout_hint(root: Path, ann_file: str, img_dir: str, advice: str = COCO_ADVICE) -> str:
+    """Render the expected folder layout as a small tree for error messages, then `advice` (what fixes it)."""
     ann, img = Path(ann_file), Path(img_dir)
     # Each node: (label, children). Relative paths hang off the root; absolute ones stand alone.
     nodes: list[tuple[str, list[str]]] = []
@@ -69,10 +67,7 @@ def _layout_hint(root: Path, ann_file: str, img_dir: str) -> str:
             for j, child in enumerate(children):
                 lines.append(indent + ("└── " if j == len(children) - 1 else "├── ") + child)
     lines += [f"  {o}" for o in outside]
-    lines.append(
-        "Point the config at your copy with `dataset.root=/path/to/coco` "
-        "(and `dataset.train.ann_file=…` / `dataset.train.img_dir=…`, same for `val`, if your names differ)."
-    )
+    lines.append(advice)
     return "\n".join(lines)
 
 
@@ -86,13 +81,17 @@ def coco_index(data: dict[str, Any]) -> COCO:
 
 
 def decode_rgb(path: Path, what: str) -> torch.Tensor:
-    """An image file as uint8 RGB CHW; a missing or undecodable file is reported with its path and `what` (its id)."""
+    """An image file as uint8 RGB CHW; a missing or undecodable file is reported with its path and `what` (its id).
+
+    Under `dataset.on_bad_image=repair` (a `load_repairing` call around the dataset's `__getitem__`), a file the
+    fast decoder rejects is decoded again as far as its data goes (`repair_or_raise`); sound files never pay for it.
+    """
     if not path.is_file():
         raise BadImageError(path, f"the file ({what}) does not exist")
     try:
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as e:  # torchvision raises RuntimeError/ValueError variously
-        raise BadImageError(path, f"it cannot be decoded ({what}): {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        return repair_or_raise(path, BadImageError(path, f"it cannot be decoded ({what}): {first_line(e)}"))
 
 
 def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
@@ -141,14 +140,14 @@ class CocoDetection(torch.utils.data.Dataset):
         self.root = Path(root).expanduser()
         ann_path = _resolve(self.root, ann_file)
         img_path = _resolve(self.root, img_dir)
-        hint = _layout_hint(self.root, ann_file, img_dir)
+        hint = layout_hint(self.root, ann_file, img_dir)
         needs_root = not (Path(ann_file).is_absolute() and Path(img_dir).is_absolute())
         if needs_root and not self.root.is_dir():
-            raise DatasetNotFoundError(f"Dataset root {self.root} does not exist.\n{hint}")
+            raise missing_path_error(self.root, "Dataset root", hint)
         if not ann_path.is_file():
-            raise DatasetNotFoundError(f"Annotation file {ann_path} does not exist.\n{hint}")
+            raise missing_path_error(ann_path, "Annotation file", hint)
         if not img_path.is_dir():
-            raise DatasetNotFoundError(f"Image folder {img_path} does not exist.\n{hint}")
+            raise missing_path_error(img_path, "Image folder", hint)
 
         self.ann_file: str = str(ann_path.resolve())
         self.img_dir: Path = img_path

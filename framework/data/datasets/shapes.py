@@ -25,9 +25,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from framework.data.datasets.coco import CocoDetection
+from framework.data.datasets.coco import CocoDetection, layout_hint
+from framework.data.datasets.roots import missing_path_error
 
-__all__ = ["SHAPES_CLASSES", "ShapesDataset", "atomic_dir", "generate_shapes", "render_shapes", "split_rng"]
+__all__ = ["DEFAULT_ROOT", "SHAPES_CLASSES", "ShapesDataset", "atomic_dir", "generate_shapes", "is_default_root",
+           "render_shapes", "split_rng"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -414,26 +416,49 @@ def generate_shapes(
 # --------------------------------------------------------------------------- dataset
 
 
-class ShapesDataset(CocoDetection):
-    """The shapes dataset, generated on first use.
+#: The one root `ShapesDataset` generates by itself (configs/dataset/shapes.yaml's), relative to the working directory.
+DEFAULT_ROOT = "data/shapes"
 
-    Auto-generation makes ``dataset=shapes`` work out of the box on a fresh clone:
-    tests, smoke runs and tutorials need no download step.
+
+def is_default_root(root: str | Path) -> bool:
+    """Whether `root` is `DEFAULT_ROOT`. Both are resolved against the working directory (`..` and symlinks
+    followed), so `data/shapes`, `./data/shapes/` and the same folder's absolute path count; `data/shapez`, or a
+    `data/shapes` below another folder, do not."""
+    return Path(root).expanduser().resolve() == Path(DEFAULT_ROOT).resolve()
+
+
+class ShapesDataset(CocoDetection):
+    """The shapes dataset, generated on first use at the default root.
+
+    Auto-generation makes ``dataset=shapes`` work out of the box on a fresh clone: smoke runs and tutorials need no
+    download step. It happens only at ``DEFAULT_ROOT`` (``generate=None``): anywhere else a missing dataset is an
+    error naming the path and the nearest existing folder, since a mistyped ``dataset.root=data/shapez`` must not
+    silently train on a fresh synthetic set. ``generate=True`` generates at any ``root`` (an explicit opt-in),
+    ``generate=False`` never.
     """
 
     def __init__(
         self,
-        root: str = "data/shapes",
+        root: str = DEFAULT_ROOT,
         split: str = "train",
         transforms: Callable | None = None,
         filter_empty: bool = False,
-        generate: bool = True,
+        generate: bool | None = None,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
-        ann_file = f"annotations/instances_{split}.json"
-        if generate and not (Path(root).expanduser() / ann_file).is_file():
-            print(f"Shapes dataset not found at {root}: generating it (takes a few seconds)…")
-            generate_shapes(root)
+        ann_file, img_dir = f"annotations/instances_{split}.json", f"images/{split}"
+        path = Path(root).expanduser()
+        if not (path / ann_file).is_file():
+            if generate or (generate is None and is_default_root(path)):
+                print(f"Shapes dataset not found at {root}: generating it (takes a few seconds)…")
+                generate_shapes(root)
+            else:
+                hint = layout_hint(path, ann_file, img_dir, advice=(
+                    f"Only {DEFAULT_ROOT} (in the working directory: {Path(DEFAULT_ROOT).absolute()}) is generated "
+                    f"on first use. Write one at {root} with `python tools/make_shapes.py --root {root}`, or "
+                    "correct dataset.root."))
+                missing = (path, "Shapes dataset root") if not path.is_dir() else (path / ann_file, "Annotation file")
+                raise missing_path_error(*missing, hint)
         self.split = split
-        super().__init__(root, ann_file, f"images/{split}", transforms, filter_empty)
+        super().__init__(root, ann_file, img_dir, transforms, filter_empty)

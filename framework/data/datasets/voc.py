@@ -45,6 +45,7 @@ from torchvision import tv_tensors
 
 from framework.data.datasets.box_report import EMPTY, NONFINITE, check_boxes, report_boxes
 from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.datasets.roots import missing_path_error
 from framework.data.errors import DatasetError
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "read_classes_file"]
@@ -281,7 +282,7 @@ class VOCDetection(torch.utils.data.Dataset):
         hint = _layout_hint(self.root, self.years, image_set)
 
         if not self.root.is_dir():
-            raise DatasetNotFoundError(f"Dataset root {self.root} does not exist.\n{hint}")
+            raise missing_path_error(self.root, "Dataset root", hint)
         set_files: list[Path] = []
         for year in self.years:
             year_dir = self.root / f"VOC{year}"
