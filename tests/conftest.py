@@ -89,6 +89,16 @@ def shapes_voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shapes_yolo_root(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shapes pictures in ultralytics YOLO layout (data.yaml, images/ symlinked to the COCO layout's, labels/)."""
+    from framework.data.convert import convert, open_split
+
+    out = tmp_path_factory.mktemp("shapes_yolo") / "shapes_yolo"
+    convert({split: open_split("coco", shapes_root, split) for split in ("train", "val")}, "yolo", out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def shapes_cityscapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shapes pictures in Cityscapes layout (leftImg8bit/ + gtFine/ instance-id PNGs)."""
     return write_shapes_cityscapes(tmp_path_factory.mktemp("shapes_cs") / "shapes_cityscapes", num_train=24,

@@ -35,6 +35,8 @@ def data_overrides(shapes_root: Path, dataset: str, roots: dict[str, Path] | Non
         return [f"dataset.root={roots['voc']}", "dataset.num_classes=4"]
     if dataset == "cityscapes":  # …in Cityscapes layout (4 of the 8 classes used); small sizes keep it fast
         return [f"dataset.root={roots['cityscapes']}", "dataset.min_size=128", "dataset.max_size=192"]
+    if dataset == "yolo":  # …in ultralytics YOLO layout
+        return [f"dataset.data={roots['yolo'] / 'data.yaml'}", "dataset.num_classes=4"]
     out = [f"dataset.root={shapes_root}", "dataset.num_classes=4"]  # a model is built here without the runner
     if dataset == "coco":  # point the COCO layout at the shapes files: a real COCO-format folder
         out += [f"dataset.{s}.{k}={v}" for s in ("train", "val") for k, v in
@@ -61,7 +63,8 @@ def context(group: str, option: str) -> list[str]:
 def test_option_composes_and_instantiates(group, option, shapes_root, request):
     dataset = option if group == "dataset" else "shapes"
     roots = {"voc": request.getfixturevalue("shapes_voc_root") if dataset.startswith("voc") else None,
-             "cityscapes": request.getfixturevalue("shapes_cityscapes_root") if dataset == "cityscapes" else None}
+             "cityscapes": request.getfixturevalue("shapes_cityscapes_root") if dataset == "cityscapes" else None,
+             "yolo": request.getfixturevalue("shapes_yolo_root") if dataset == "yolo" else None}
     cfg = check_overrides("train", [*context(group, option), f"{group}={option}"]
                           + data_overrides(shapes_root, dataset, roots))
     assert cfg is not None

@@ -46,14 +46,16 @@ DIFFICULT_SIDE = 20  # boxes with a shorter side below this many pixels are mark
 _OURS = {"Annotations", "ImageSets", "JPEGImages", CLASSES_NAME}
 
 
-def _xml(year: str, image_id: str, width: int, height: int, objects: list[dict[str, Any]]) -> str:
-    """One annotation file, laid out like the official VOC2007 ones (fixed text: deterministic bytes)."""
+def _xml(year: str, image_id: str, width: int, height: int, objects: list[dict[str, Any]],
+         database: str = "Synthetic shapes (framework.data.datasets.shapes)") -> str:
+    """One annotation file, laid out like the official VOC2007 ones (fixed text: deterministic bytes); also what
+    framework.data.convert writes, with its own `database`."""
     lines = [
         "<annotation>",
         f"\t<folder>VOC{escape(year)}</folder>",
-        f"\t<filename>{image_id}.jpg</filename>",
+        f"\t<filename>{escape(image_id)}.jpg</filename>",
         "\t<source>",
-        "\t\t<database>Synthetic shapes (framework.data.datasets.shapes)</database>",
+        f"\t\t<database>{escape(database)}</database>",
         "\t</source>",
         "\t<size>",
         f"\t\t<width>{width}</width>",

@@ -230,17 +230,18 @@ def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.n
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header, for XML files whose <size> is missing or zero (some labelling tools)."""
+def _header_size(path: Path, why: str = "its annotation has no usable <size>") -> tuple[int, int]:
+    """(height, width) from the image header, for XML files whose <size> is missing or zero (some labelling tools),
+    and for YOLO labels (normalized to it); `why` says in errors why the size was needed."""
     from PIL import Image
 
     if not path.is_file():
-        raise DatasetNotFoundError(f"Image file {path} does not exist (and its annotation has no usable <size>)")
+        raise DatasetNotFoundError(f"Image file {path} does not exist ({why})")
     try:
         with Image.open(path) as img:
             return int(img.height), int(img.width)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError… depending on the damage
-        raise DatasetError(f"Could not read the size of image {path} (its annotation has no usable <size>): "
+        raise DatasetError(f"Could not read the size of image {path} ({why}): "
                            f"{str(e).strip() or type(e).__name__}") from e
 
 
