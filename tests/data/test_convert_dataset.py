@@ -97,6 +97,9 @@ def test_voc_flags_year_and_split_renames(shapes_voc_root: Path, tmp_path: Path,
     yolo = YOLODataset(str(tmp_path / "y" / "data.yaml"), "train")
     assert len(yolo) == len(source)
     assert sum(len(yolo.get_annotation(i)["labels"]) for i in range(len(yolo))) == len(source._labels) - difficult
+    kept = convert({"trainval": open_split("voc", shapes_voc_root, "trainval")}, "yolo", tmp_path / "y2")
+    assert "dataset.train.split=trainval" in kept.use  # a split of any name reads back by that name
+    assert len(YOLODataset(str(tmp_path / "y2" / "data.yaml"), "trainval")) == len(source)
     # To COCO the flag stays, as iscrowd; back to VOC it is <difficult> again.
     coco = convert({"trainval": open_split("voc", shapes_voc_root, "trainval")}, "coco", tmp_path / "c")
     assert coco.splits["trainval"]["objects"] == len(source._labels)

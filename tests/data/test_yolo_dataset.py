@@ -188,6 +188,8 @@ def test_missing_files_and_splits_are_named(yolo_root: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="does not exist") as info:
         YOLODataset(str(yolo_root / "dat.yaml"))
     assert "did you mean" in str(info.value) and "data.yaml" in str(info.value)
+    text = (yolo_root / "data.yaml").read_text()  # ultralytics' own keys are no splits
+    write(yolo_root / "data.yaml", text + "download: |\n  import os\n  print(1)\nkpt_shape: [17, 3]\n")
     with pytest.raises(DatasetError, match=r"has no 'test' split \(its splits: train, val\)"):
         YOLODataset(str(yolo_root / "data.yaml"), "test")
     write(yolo_root / "data.yaml", "train: images/trian\nnames: [cat, dog]\n")

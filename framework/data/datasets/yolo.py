@@ -57,7 +57,10 @@ logger = logging.getLogger("framework")
 #: Image files a split folder is searched for (ultralytics' list, less the formats nothing here reads); those the
 #: loader cannot decode (BMP, TIFF) are named by the image check before training, not silently skipped.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
-_SPLIT_KEYS = ("train", "val", "test", "minival")  # the split keys ultralytics knows, for listings
+_SPLIT_KEYS = ("train", "val", "test", "minival")  # the split keys ultralytics knows: their values must be paths
+# Keys of ultralytics' own data.yaml files that are not splits (any other key whose value is paths is one, so that a
+# converted VOC `trainval` split reads back as `split=trainval`).
+_NOT_SPLITS = frozenset({"path", "names", "nc", "download", "yaml_file", "kpt_shape", "flip_idx", "channels"})
 _CHUNK = 256  # images per thread-pool task
 _ROUNDING = 1e-4  # normalized coordinates this close to 0 or 1 are taken as the border (writers round to 6 digits)
 
@@ -178,10 +181,10 @@ def read_data_yaml(path: str | Path) -> DataYaml:
         raise DatasetError(f"{file}: `nc: {nc}` but `names` lists {len(names)} classes; drop `nc` or make them agree")
     splits: dict[str, list[str]] = {}
     for key, value in raw.items():
-        if key in ("path", "names", "nc") or value is None:
+        if key in _NOT_SPLITS or value is None:
             continue
         entries = value if isinstance(value, list) else [value]
-        if all(isinstance(e, str) for e in entries) and entries:
+        if entries and all(isinstance(e, str) and "\n" not in e and "://" not in e for e in entries):
             splits[str(key)] = entries
         elif key in _SPLIT_KEYS:
             raise DatasetError(f"{file}: `{key}` must be a path or a list of paths, got {value!r}")
