@@ -378,9 +378,10 @@ def test_config_composes_and_instantiates(shapes_cs_root: Path) -> None:
     from framework.config.cli import check_overrides
 
     cfg = check_overrides("train", ["dataset=cityscapes", f"dataset.root={shapes_cs_root}"])
-    assert cfg.dataset.num_classes == 8 and cfg.dataset.metric == "coco"
+    assert cfg.dataset.num_classes is None and cfg.dataset.metric == "coco"  # the classes come from the data…
     assert (cfg.dataset.min_size, cfg.dataset.max_size) == (1024, 2048)
     train, val = instantiate(cfg.dataset.train), instantiate(cfg.dataset.val)
+    assert train.num_classes == 8  # …the Cityscapes label set
     assert isinstance(train, CityscapesDetection) and train.split == "train" and val.split == "val"
     assert all(len(train[i][1]["labels"]) > 0 for i in range(len(train)))  # filter_empty
     assert len(val) == SMALL["num_val"]
