@@ -79,15 +79,18 @@ def _fcos_dense(head: FCOSHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor
 
 
 def _yolo_dense(head: YOLOHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
-    cls_logits, dist, sizes = head(feats)
+    """Both YOLO head variants: `head.distances` takes the DFL expectation or the softplus."""
+    cls_logits, box_out, sizes = head(feats)
     points, strides = head.point_generator.compute(sizes, cls_logits.device)
-    return head.box_coder.decode(dist.float(), points, strides), cls_logits.sigmoid(), [h * w for h, w in sizes]
+    boxes = head.box_coder.decode(head.distances(box_out), points, strides)
+    return boxes, cls_logits.sigmoid(), [h * w for h, w in sizes]
 
 
 # The heads whose `predict` is "dense scores → topk_per_level → decode → Postprocessor": each function above is
 # that `predict` up to the candidate selection, over all priors (decoding is elementwise, so decoding everything
-# then gathering equals PyTorch's gather-then-decode bit for bit). Two-stage heads (Faster R-CNN) are not here:
-# their second stage runs on a data-dependent set of proposals per image.
+# then gathering equals PyTorch's gather-then-decode bit for bit; the YOLO head's DFL expectation is not, so its
+# `predict` takes it over every point as well). Two-stage heads (Faster R-CNN) are not here: their second stage
+# runs on a data-dependent set of proposals per image.
 DENSE_HEADS: dict[type, Callable[[Any, Sequence[Tensor]], tuple[Tensor, Tensor, list]]] = {
     RetinaHead: _retina_dense, FCOSHead: _fcos_dense, YOLOHead: _yolo_dense,
 }

@@ -1,5 +1,5 @@
 """framework/export.py: the exported graph's post-processing equals the model's own `predict`, and the ONNX export
-of the RetinaNet and FCOS configs runs in onnxruntime with PyTorch's detections (boxes within 1e-3 px).
+of the RetinaNet, FCOS and YOLOv8 configs runs in onnxruntime with PyTorch's detections (boxes within 1e-3 px).
 
 Small untrained variants of the configs keep it fast (ResNet-18, narrow towers); the class outputs are re-initialized
 so scores spread over (0, 1) and a few dozen boxes per image pass the threshold — a check between two empty
@@ -42,6 +42,27 @@ def build(name: str, shapes_root: Path, *overrides: str) -> torch.nn.Module:
     return model
 
 
+def build_yolo(shapes_root: Path, reg_max: int | None) -> torch.nn.Module:
+    """YOLOv8-n with the DFL head (reg_max 16) or the softplus one (None). Untrained, its activations fade through
+    the BatchNorm layers' default statistics, so those are taken from the test pictures first; then class scores
+    are spread as in `build`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["model=yolo_cspdarknet_s", "model.backbone.size=n", f"dataset.root={shapes_root}",
+                                f"model.head.reg_max={'null' if reg_max is None else reg_max}",
+                                "model.head.score_thr=0.2", "dataset.num_classes=4"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative: the statistics of the one calibration batch
+    with torch.no_grad():
+        model.head(model.extract_features(_pad_batch(shapes_images(shapes_root, MIXED))[0]))
+        for branch in model.head.cls_branches:
+            torch.nn.init.normal_(branch[-1].weight, std=0.1)
+            torch.nn.init.constant_(branch[-1].bias, -2.0)
+    return model.eval()
+
+
 def shapes_images(shapes_root: Path, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Val pictures resized to `sizes` and normalized, as the validation pipeline would give them."""
     paths = find_images(shapes_root / "images" / "val")
@@ -53,9 +74,10 @@ def shapes_images(shapes_root: Path, sizes: list[tuple[int, int]]) -> list[torch
 MIXED = [(128, 128), (96, 160), (128, 100), (160, 96)]
 
 
-@pytest.mark.parametrize("name", ["retinanet_r50_fpn", "fcos_r50_fpn"])
+@pytest.mark.parametrize("name", ["retinanet_r50_fpn", "fcos_r50_fpn", "yolo_dfl", "yolo_softplus"])
 def test_fixed_shape_postprocessing_equals_predict(name, shapes_root):
-    model = build(name, shapes_root)
+    model = build_yolo(shapes_root, 16 if name == "yolo_dfl" else None) if name.startswith("yolo") else \
+        build(name, shapes_root)
     batch, sizes, size_list = _pad_batch(shapes_images(shapes_root, MIXED))
     with torch.no_grad():
         expected = model(batch, image_sizes=size_list)
@@ -157,6 +179,19 @@ def test_onnx_export_matches_pytorch(name, nms, dynamic, shapes_root, tmp_path):
     else:
         assert report.outputs == "dense"
         assert report.max_box_diff <= 1e-3 and report.max_score_diff <= 1e-4
+
+
+@pytest.mark.slow  # tracing YOLOv8's graph takes about 30 s on a CPU core (a dynamic export twice that)
+def test_onnx_export_of_the_yolo_dfl_head_matches_pytorch(shapes_root, tmp_path):
+    """The DFL decoding (softmax over 16 bins, expectation) and the post-processing in the graph."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = build_yolo(shapes_root, 16)
+    path = export_onnx(model, tmp_path / "yolo.onnx", (128, 128), nms=True, dynamic=False)
+    # 1e-2 px: the expectation over 16 bins turns the runtimes' float differences in the logits into ~3e-3 px here
+    # (up to 3e-2 px at 320 px over all priors, where even the softplus head differs by 1.6e-2 px)
+    report = verify_onnx(path, model, shapes_images(shapes_root, [(128, 128), (96, 128), (128, 100)]), atol=1e-2)
+    assert report.ok and report.compared >= 10, report.summary()
 
 
 def test_missing_extra_says_how_to_install(monkeypatch, tmp_path):

@@ -1,16 +1,31 @@
 """The detector: backbone → neck → head, with the head owning losses and post-processing."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 from torch import Tensor, nn
+
+
+def _depth_from_backbone(make_neck: Callable[..., nn.Module], backbone: nn.Module) -> dict[str, Any]:
+    """`{"depth": backbone.neck_depth}` for a neck callable whose `depth` is left None, else nothing.
+
+    YOLO scales its neck's CSP blocks with the backbone's size (3 × deepen_factor), so a CSPDarknet says what its
+    size implies (`neck_depth`) and a neck partial asks for it by leaving `depth` unset; an explicit depth wins."""
+    depth = getattr(backbone, "neck_depth", None)
+    try:
+        param = inspect.signature(make_neck).parameters.get("depth")
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return {}
+    return {"depth": depth} if depth is not None and param is not None and param.default is None else {}
 
 
 class Detector(nn.Module):
     """Composes the three parts and wires their shapes so a config never repeats channel counts or strides.
 
     `neck` and `head` may be modules, or callables (e.g. `functools.partial`, or Hydra's `_partial_: true`) that
-    are called with the sizes they depend on: the neck with `in_channels`/`in_strides` of the backbone outputs, the
+    are called with the sizes they depend on: the neck with `in_channels`/`in_strides` of the backbone outputs (and
+    `depth`, when the neck leaves it None and the backbone has a `neck_depth`, as CSPDarknet's size implies), the
     head with `in_channels`/`strides` of the neck outputs. Swapping `model/backbone=resnet18` then just works.
 
     Train mode: `forward(images, targets, image_sizes=…)` returns a dict of losses. Eval mode: `forward(images,
@@ -30,7 +45,8 @@ class Detector(nn.Module):
         super().__init__()
         self.backbone = backbone
         if not isinstance(neck, nn.Module):
-            neck = neck(in_channels=backbone.out_channels, in_strides=backbone.strides)
+            neck = neck(in_channels=backbone.out_channels, in_strides=backbone.strides,
+                        **_depth_from_backbone(neck, backbone))
         self.neck = neck
         if not isinstance(head, nn.Module):
             head = head(in_channels=neck.out_channels, strides=neck.strides)

@@ -66,3 +66,20 @@ def test_backbone_neck_combination(backbone, neck):
     """Under the RetinaNet head, narrowed so the test stays fast: every backbone feeds every neck."""
     step_and_detect(["model=resnet50_fpn", f"model/backbone={backbone}", f"model/neck={neck}",
                      "model.neck.out_channels=32", "model.head.feat_channels=32", "model.head.stacked_convs=1"])
+
+
+# ultralytics' YOLOv8 parameter counts at 80 classes (its model summary, which counts the DFL's 16 fixed weights)
+YOLOV8_PARAMETERS = {"n": 3_157_200, "s": 11_166_560, "m": 25_902_640, "l": 43_691_520, "x": 68_229_648}
+
+
+def test_yolov8_sizes_have_ultralytics_parameter_counts():
+    """One override sizes the whole model: width cap, neck depth and head widths follow `model.backbone.size`.
+    Composed once, the size then set as the override would (composing per size costs a second each); built on
+    the meta device: only the shapes are needed."""
+    cfg = check_overrides("train", ["model=yolo_cspdarknet_s", "dataset.num_classes=80"])
+    for size, count in YOLOV8_PARAMETERS.items():
+        cfg.model.backbone.size = size
+        with torch.device("meta"):
+            model = instantiate(cfg.model)
+        assert sum(p.numel() for p in model.parameters()) == count, size
+        assert model.neck.depth == {"n": 1, "s": 1, "m": 2, "l": 3, "x": 3}[size]

@@ -1,8 +1,9 @@
 """CSPDarknet, the backbone of YOLOv5 (≥ 6.0) and YOLOv8, written from the blocks in `framework.models.blocks`.
 
 torchvision has no CSPDarknet and there are no torchvision-format pretrained weights for it, so it is hand-written
-and always trained from scratch here (hence no `pretrained` argument). Layout, for widths × `widen_factor` and
-block counts × `deepen_factor`:
+and trained from scratch here (hence no `pretrained` argument; YOLOv8 weights come in through
+`tools/convert_ultralytics.py`). Layout, for widths capped at `max_channels`, then × `widen_factor`, and block
+counts × `deepen_factor`:
 
     stage 0  stem     ConvNormAct 3→64, stride 2 (kernel 6 for v5, 3 for v8)            stride 2
     stage 1  ConvNormAct 64→128 stride 2 + CSP ×3                                        stride 4   (C2)
@@ -12,6 +13,8 @@ block counts × `deepen_factor`:
 
 CSP is `C3` for `arch="v5"` and `C2f` for `arch="v8"`, both with residual bottlenecks in the backbone. Stage
 numbering and freezing follow `framework.models.backbones.base`, so `out_indices=(2, 3, 4)` is C3-C5 as for ResNet.
+With `arch="v8"` and a `size`, the module tree is ultralytics' YOLOv8 backbone layer for layer (layers 0-9), which
+is what makes its weights convertible one to one.
 """
 from __future__ import annotations
 
@@ -24,34 +27,45 @@ from framework.models.backbones.base import Backbone, check_frozen_stages, check
 from framework.models.blocks import ConvNormAct, csp_block
 from framework.models.necks.spp import SPPF
 
-# (deepen_factor, widen_factor) of the YOLOv5/v8 model sizes
-SIZES: dict[str, tuple[float, float]] = {
-    "n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25),
+# (deepen_factor, widen_factor, max_channels) of each model size: YOLOv8's are ultralytics' yolov8.yaml scales, whose
+# width cap keeps the last stage at 512 (l/x) or 768 (m) channels before widening; YOLOv5's have no cap and a
+# deeper x.
+SIZES: dict[str, dict[str, tuple[float, float, int | None]]] = {
+    "v5": {"n": (0.33, 0.25, None), "s": (0.33, 0.50, None), "m": (0.67, 0.75, None), "l": (1.0, 1.0, None),
+           "x": (1.33, 1.25, None)},
+    "v8": {"n": (0.33, 0.25, 1024), "s": (0.33, 0.50, 1024), "m": (0.67, 0.75, 768), "l": (1.0, 1.0, 512),
+           "x": (1.0, 1.25, 512)},
 }
 BASE_WIDTHS = (64, 128, 256, 512, 1024)  # stem, stage 1..4
 BASE_DEPTHS = {"v5": (3, 6, 9, 3), "v8": (3, 6, 6, 3)}  # CSP blocks in stage 1..4
+BASE_NECK_DEPTH = 3  # CSP blocks per neck block in YOLOv5/v8, before deepen_factor
 ARCH_BLOCK = {"v5": "c3", "v8": "c2f"}
 
 
-def scale_width(channels: int, widen_factor: float, divisor: int = 8) -> int:
-    """`channels * widen_factor` rounded up to a multiple of `divisor` (hardware-friendly widths, as YOLO does)."""
-    return int(math.ceil(channels * widen_factor / divisor) * divisor)
+def scale_width(channels: int, widen_factor: float, max_channels: int | None = None, divisor: int = 8) -> int:
+    """`min(channels, max_channels) * widen_factor` rounded up to a multiple of `divisor` (hardware-friendly
+    widths, as YOLO does)."""
+    capped = channels if max_channels is None else min(channels, max_channels)
+    return int(math.ceil(capped * widen_factor / divisor) * divisor)
 
 
 def scale_depth(num_blocks: int, deepen_factor: float) -> int:
     return max(round(num_blocks * deepen_factor), 1)
 
 
-def resolve_factors(size: str | None, deepen_factor: float | None, widen_factor: float | None) -> tuple[float, float]:
-    """Explicit factors win over `size`; with neither, 1.0 (the "l" model)."""
-    if size is not None and size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)} or None, got {size!r}")
-    default = SIZES[size] if size is not None else (1.0, 1.0)
+def resolve_factors(arch: str, size: str | None, deepen_factor: float | None, widen_factor: float | None,
+                    max_channels: int | None = None) -> tuple[float, float, int | None]:
+    """(deepen, widen, max_channels): explicit values win over `size`'s; with neither, 1.0, 1.0 and no cap."""
+    presets = SIZES[arch]
+    if size is not None and size not in presets:
+        raise ValueError(f"size must be one of {sorted(presets)} or None, got {size!r}")
+    default = presets[size] if size is not None else (1.0, 1.0, None)
     deepen = default[0] if deepen_factor is None else float(deepen_factor)
     widen = default[1] if widen_factor is None else float(widen_factor)
-    if deepen <= 0 or widen <= 0:
-        raise ValueError(f"deepen_factor and widen_factor must be positive, got {deepen}, {widen}")
-    return deepen, widen
+    cap = default[2] if max_channels is None else int(max_channels)
+    if deepen <= 0 or widen <= 0 or (cap is not None and cap <= 0):
+        raise ValueError(f"deepen_factor, widen_factor and max_channels must be positive, got {deepen}, {widen}, {cap}")
+    return deepen, widen, cap
 
 
 class CSPDarknet(Backbone):
@@ -59,16 +73,20 @@ class CSPDarknet(Backbone):
 
     Args:
         arch: "v8" (C2f blocks, 3×3 stem) or "v5" (C3 blocks, 6×6 stem, 9 blocks in stage 3).
-        size: "n", "s", "m" (also "l", "x"): the YOLO model size, i.e. preset (deepen, widen) factors
-            n 0.33/0.25, s 0.33/0.50, m 0.67/0.75, l 1/1, x 1.33/1.25. None means 1/1 unless factors are given.
+        size: "n", "s", "m", "l", "x": the YOLO model size, i.e. preset (deepen, widen, max_channels):
+            v8 n 0.33/0.25/1024, s 0.33/0.50/1024, m 0.67/0.75/768, l 1/1/512, x 1/1.25/512 (ultralytics'
+            yolov8.yaml); v5 the same factors but x 1.33/1.25, and no cap. None means 1/1, no cap, unless given.
         deepen_factor, widen_factor: multipliers of the block counts and widths; when given they override `size`.
+        max_channels: cap on the base widths before widening (YOLOv8 keeps m's last stage at 768 × 0.75 = 576
+            channels, l's and x's at 512 × widen); when given it overrides `size`'s.
         out_indices: stages to return (1..4; stage i has stride 2**(i + 1)): (2, 3, 4) gives C3-C5 at 8, 16, 32.
             Stages after the last output are not built (so SPPF only exists when stage 4 is).
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages 1..k.
         norm_eval: keep BatchNorm statistics frozen while training (for fine-tuning; off from scratch).
 
-    YOLOv8 also caps the widest stage (768 channels before widening for m, 512 for l/x); this class does not, so
-    its m has 768 channels at C5 where ultralytics' has 576.
+    `neck_depth` is the number of bottlenecks per CSP block that YOLO's neck has at this size (3 × deepen_factor:
+    1 for n/s, 2 for m, 3 for l/x); `Detector` passes it to a neck built with `depth=None`, so one
+    `model.backbone.size=…` override scales the whole model.
     """
 
     def __init__(
@@ -77,6 +95,7 @@ class CSPDarknet(Backbone):
         size: Literal["n", "s", "m", "l", "x"] | None = None,
         deepen_factor: float | None = None,
         widen_factor: float | None = None,
+        max_channels: int | None = None,
         out_indices: Sequence[int] = (2, 3, 4),
         frozen_stages: int = -1,
         norm_eval: bool = False,
@@ -84,12 +103,14 @@ class CSPDarknet(Backbone):
         super().__init__(frozen_stages, norm_eval)
         if arch not in ARCH_BLOCK:
             raise ValueError(f"arch must be one of {sorted(ARCH_BLOCK)}, got {arch!r}")
-        self.deepen_factor, self.widen_factor = resolve_factors(size, deepen_factor, widen_factor)
+        self.deepen_factor, self.widen_factor, self.max_channels = resolve_factors(
+            arch, size, deepen_factor, widen_factor, max_channels)
         self.out_indices = check_out_indices(out_indices, range(1, 5))
         check_frozen_stages(frozen_stages, 4)
         self.arch = arch
-        self.widths = [scale_width(c, self.widen_factor) for c in BASE_WIDTHS]
+        self.widths = [scale_width(c, self.widen_factor, self.max_channels) for c in BASE_WIDTHS]
         self.depths = [scale_depth(n, self.deepen_factor) for n in BASE_DEPTHS[arch]]
+        self.neck_depth = scale_depth(BASE_NECK_DEPTH, self.deepen_factor)
         block = csp_block(ARCH_BLOCK[arch])
         stem_kernel, stem_padding = (6, 2) if arch == "v5" else (3, 1)
         self.stem = ConvNormAct(3, self.widths[0], stem_kernel, 2, stem_padding)

@@ -79,6 +79,12 @@ def _ciou_loss(pred: Tensor, target: Tensor, reduction: str = "none", eps: float
     return diou + alpha * v
 
 
+def elementwise_complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """CIoU (in [-1, 1]) of matching rows of two `[..., 4]` XYXY tensors; torchvision's `complete_box_iou` is
+    all-pairs, and the task-aligned assigner needs it only for each (box, candidate point) pair."""
+    return 1.0 - _ciou_loss(boxes1, boxes2, eps=eps)
+
+
 class CIoULoss(_IoUFamilyLoss):
     """DIoU plus an aspect-ratio consistency term (Zheng et al.); the YOLO family's default."""
 

@@ -39,7 +39,8 @@ class PAN(nn.Module):
         extra_from: where the first extra level comes from: "p5" the last PAN output (FCOS), "c5" the last input
             (RetinaNet), as `FPN`'s argument of that name.
         block: "c2f" (YOLOv8) or "c3" (YOLOv5) — also selects the lateral reduction described above.
-        depth: bottlenecks per CSP block (YOLO's 3 × deepen_factor: 1 for n/s, 2 for m).
+        depth: bottlenecks per CSP block (YOLO's 3 × deepen_factor: 1 for n/s, 2 for m, 3 for l/x). None: 1, or,
+            when the `Detector` builds this neck, the backbone's `neck_depth` (CSPDarknet's size decides).
         spp: "spp" or "sppf" applies that block to the coarsest input first (for backbones that do not end with one).
     """
 
@@ -51,7 +52,7 @@ class PAN(nn.Module):
         num_outs: int | None = None,
         extra_from: Literal["c5", "p5"] = "p5",
         block: Literal["c2f", "c3"] = "c2f",
-        depth: int = 1,
+        depth: int | None = None,
         spp: Literal["spp", "sppf"] | None = None,
     ) -> None:
         super().__init__()
@@ -64,6 +65,7 @@ class PAN(nn.Module):
             raise ValueError(f"num_outs ({num_outs}) must be at least the number of inputs ({levels})")
         if extra_from not in ("c5", "p5"):
             raise ValueError(f"extra_from must be 'c5' or 'p5', got {extra_from!r}")
+        depth = 1 if depth is None else int(depth)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         csp = csp_block(block)

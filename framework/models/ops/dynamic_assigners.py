@@ -9,13 +9,13 @@ images — at the cost of `[B, M, P]` intermediates, as in the reference impleme
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.models.losses import elementwise_box_iou
+from framework.models.losses import elementwise_box_iou, elementwise_complete_box_iou
 
 BACKGROUND = -1
 
@@ -48,21 +48,31 @@ def points_inside_boxes(points: Tensor, boxes: Tensor, eps: float = 1e-9) -> Ten
 class TaskAlignedAssigner:
     """TOOD's task-aligned assigner (YOLOv8's defaults: topk 10, α 0.5, β 6).
 
-    For every ground-truth box: candidates are the points strictly inside it; each gets the alignment
-    t = s^α · IoU^β; the `topk` best candidates become its positives. A point claimed by several boxes keeps only
-    the one its predicted box overlaps most. Soft targets: the positive's t, rescaled per box so that the box's best
-    positive gets the box's best IoU (t · max IoU / max t), in the assigned class; zero elsewhere.
+    For every ground-truth box: candidates are the points strictly inside it (by more than `eps`); each gets the
+    alignment t = s^α · IoU^β; the `topk` best candidates become its positives. A point claimed by several boxes
+    keeps only the one its predicted box overlaps most. Soft targets: the positive's t, rescaled per box so that the
+    box's best positive gets the box's best IoU (t · max IoU / max t), in the assigned class; zero elsewhere.
 
     Args:
         topk: positives per ground-truth box at most.
         alpha, beta: exponents of the classification score and of the IoU in the alignment.
         eps: numerical floor (inside test, divisions).
+        iou: the overlap in the alignment, the claim resolution and the soft targets: "iou" (TOOD) or "ciou"
+            (YOLOv8: complete IoU, clamped at 0, which also ranks by centre distance and aspect ratio).
     """
 
-    def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9) -> None:
+    IOU_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+        "iou": elementwise_box_iou, "ciou": elementwise_complete_box_iou,
+    }
+
+    def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
+                 iou: Literal["iou", "ciou"] = "iou") -> None:
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
+        if iou not in self.IOU_FUNCTIONS:
+            raise ValueError(f"iou must be one of {sorted(self.IOU_FUNCTIONS)}, got {iou!r}")
         self.topk, self.alpha, self.beta, self.eps = int(topk), float(alpha), float(beta), float(eps)
+        self.iou = iou
 
     @torch.no_grad()
     def assign(
@@ -84,7 +94,10 @@ class TaskAlignedAssigner:
             )
         pred_scores, pred_boxes, gt_boxes = pred_scores.float(), pred_boxes.float(), gt_boxes.float()
         candidates = points_inside_boxes(points.float(), gt_boxes, self.eps) & gt_valid[..., None]  # [B, M, P]
-        iou = elementwise_box_iou(gt_boxes[:, :, None], pred_boxes[:, None]).clamp(min=0) * candidates
+        # the overlap only where it is used (candidates), zero elsewhere: CIoU over all [B, M, P] pairs is costly
+        b, m, p = candidates.nonzero(as_tuple=True)
+        iou = torch.zeros(candidates.shape, device=device)
+        iou[b, m, p] = self.IOU_FUNCTIONS[self.iou](gt_boxes[b, m], pred_boxes[b, p]).clamp(min=0)
         labels = gt_labels.clamp(min=0)  # padding is -1; those rows are never candidates
         cls = pred_scores.gather(2, labels[:, None, :].expand(batch, num_points, num_gt)).transpose(1, 2)
         align = cls.pow(self.alpha) * iou.pow(self.beta) * candidates  # [B, M, P]

@@ -9,14 +9,20 @@ from framework.models.necks import SPPF
 WIDTHS = {"n": [16, 32, 64, 128, 256], "s": [32, 64, 128, 256, 512], "m": [48, 96, 192, 384, 768]}
 DEPTHS = {("v8", "n"): [1, 2, 2, 1], ("v8", "s"): [1, 2, 2, 1], ("v8", "m"): [2, 4, 4, 2],
           ("v5", "n"): [1, 2, 3, 1], ("v5", "s"): [1, 2, 3, 1], ("v5", "m"): [2, 4, 6, 2]}
+# YOLOv8 caps the base widths before widening (ultralytics' max_channels: m 768, l/x 512)
+V8_WIDTHS = {**WIDTHS, "m": [48, 96, 192, 384, 576], "l": [64, 128, 256, 512, 512], "x": [80, 160, 320, 640, 640]}
+
+
+def expected_widths(arch: str, size: str) -> list[int]:
+    return V8_WIDTHS[size] if arch == "v8" else WIDTHS[size]
 
 
 @pytest.mark.parametrize("arch", ["v5", "v8"])
 @pytest.mark.parametrize("size", ["n", "s", "m"])
 def test_sizes_give_yolo_widths_depths_and_c3_to_c5(arch, size):
     net = CSPDarknet(arch=arch, size=size).eval()
-    assert net.widths == WIDTHS[size] and net.depths == DEPTHS[arch, size]
-    assert net.out_channels == WIDTHS[size][2:] and net.strides == [8, 16, 32]
+    assert net.widths == expected_widths(arch, size) and net.depths == DEPTHS[arch, size]
+    assert net.out_channels == expected_widths(arch, size)[2:] and net.strides == [8, 16, 32]
     with torch.no_grad():
         outs = net(torch.zeros(1, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 96 // s) for c, s in zip(net.out_channels, net.strides)]
@@ -38,11 +44,25 @@ def test_parameter_counts_grow_with_size_and_c2f_costs_more_than_c3():
     assert counts["v8", "s"] > counts["v5", "s"]
 
 
+def test_large_sizes_and_the_neck_depth_they_imply():
+    """l and x as ultralytics' yolov8.yaml scales them (x: depth 1.00, not YOLOv5's 1.33), built on the meta
+    device: only shapes are checked."""
+    with torch.device("meta"):
+        nets = {(a, s): CSPDarknet(a, s) for a in ("v5", "v8") for s in "nsmlx"}
+    for size in "lx":
+        assert nets["v8", size].widths == V8_WIDTHS[size] and nets["v8", size].depths == [3, 6, 6, 3]
+    assert nets["v5", "x"].widths == [80, 160, 320, 640, 1280] and nets["v5", "x"].depths == [4, 8, 12, 4]
+    assert [nets["v8", s].neck_depth for s in "nsmlx"] == [1, 1, 2, 3, 3]  # YOLO's neck C2f: 3 x deepen
+    assert nets["v5", "x"].neck_depth == 4
+
+
 def test_explicit_factors_win_over_size():
     net = CSPDarknet(size="m", widen_factor=0.25)
-    assert net.widths == WIDTHS["n"] and net.depths == DEPTHS["v8", "m"]
+    assert net.widths == [16, 32, 64, 128, 192] and net.depths == DEPTHS["v8", "m"]  # m's cap 768 x 0.25
+    assert CSPDarknet(size="m", widen_factor=0.25, max_channels=1024).widths == WIDTHS["n"]
+    assert CSPDarknet(size="m", arch="v5").widths == WIDTHS["m"]  # YOLOv5 has no cap
     assert CSPDarknet(size=None, deepen_factor=0.33, widen_factor=0.5).widths == WIDTHS["s"]
-    assert CSPDarknet().widths == [64, 128, 256, 512, 1024]  # no size, no factors: the "l" model
+    assert CSPDarknet().widths == [64, 128, 256, 512, 1024]  # no size, no factors: 1/1 and no cap
     with pytest.raises(ValueError, match="size must be one of"):
         CSPDarknet(size="xl")
     with pytest.raises(ValueError, match="arch"):

@@ -7,7 +7,7 @@ from torch import nn
 from framework.models import Detector
 from framework.models.backbones.cspdarknet import CSPDarknet
 from framework.models.blocks import C2f, C3, ConvNormAct
-from framework.models.heads import RetinaHead
+from framework.models.heads import RetinaHead, YOLOHead
 from framework.models.necks import PAN, SPPF
 
 CHANNELS = [64, 128, 256]
@@ -82,6 +82,19 @@ def test_odd_sizes_and_bad_arguments():
         PAN(CHANNELS, num_outs=4, extra_from="p6")
     with pytest.raises(ValueError, match="at least two"):
         PAN([64])
+
+
+def test_depth_follows_the_backbone_size_unless_given():
+    """YOLO's neck C2f depth is 3 x deepen_factor: the Detector passes CSPDarknet's `neck_depth` to a neck partial
+    that leaves `depth` None; an explicit depth wins, and without a CSPDarknet None means 1."""
+    head = partial(YOLOHead, num_classes=3)
+    with torch.device("meta"):
+        for size, depth in (("n", 1), ("m", 2), ("l", 3)):
+            det = Detector(CSPDarknet(size=size), partial(PAN), head)
+            assert det.neck.depth == depth and len(det.neck.top_down[0].blocks) == depth
+        assert Detector(CSPDarknet(size="l"), partial(PAN, depth=1), head).neck.depth == 1
+        assert Detector(CSPDarknet(size="l"), PAN([64, 128, 256]), head).neck.depth == 1  # a module: as built
+    assert PAN(CHANNELS).depth == 1
 
 
 def test_retinanet_head_sits_on_pan():

@@ -128,3 +128,23 @@ def test_no_ground_truth_at_all():
     assert (out.labels == BACKGROUND).all()
     with pytest.raises(ValueError, match="topk"):
         TaskAlignedAssigner(topk=0)
+
+
+def test_ciou_alignment_prefers_the_centred_prediction():
+    """YOLOv8 aligns with CIoU (clamped at 0): of two predictions with about the same IoU, the one whose centre sits
+    on the box's wins, where plain IoU picks the other (IoU 0.51 vs 0.50)."""
+    points = torch.tensor([[5.0, 5.0], [15.0, 15.0], [10.0, 2.0]])
+    scores = torch.full((1, 3, 1), 0.5)
+    gt, labels, valid = torch.tensor([[[0.0, 0, 20, 20]]]), torch.tensor([[0]]), torch.ones(1, 1, dtype=torch.bool)
+    off_centre, centred, far = [0.0, 0, 20, 10.2], [0.0, 5, 20, 15], [40.0, 40, 50, 50]
+    pred = torch.tensor([[off_centre, centred, far]])
+    plain = TaskAlignedAssigner(topk=1, iou="iou").assign(scores, pred, points, gt, labels, valid)
+    ciou = TaskAlignedAssigner(topk=1, iou="ciou").assign(scores, pred, points, gt, labels, valid)
+    assert plain.fg_mask.tolist() == [[True, False, False]] and ciou.fg_mask.tolist() == [[False, True, False]]
+    # the soft target is the box's best CIoU: 0.5 minus the aspect term (no centre distance)
+    assert ciou.scores[0, 1, 0].item() == pytest.approx(0.4967, abs=1e-3)
+    # the far prediction's CIoU is negative and clamps to 0: with room for all three it is a zero-score positive
+    three = TaskAlignedAssigner(topk=3, iou="ciou").assign(scores, pred, points, gt, labels, valid)
+    assert three.fg_mask.all() and three.scores[0, 2, 0] == 0 and (three.scores >= 0).all()
+    with pytest.raises(ValueError, match="iou must be one of"):
+        TaskAlignedAssigner(iou="giou")
