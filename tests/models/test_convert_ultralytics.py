@@ -64,7 +64,7 @@ def test_every_size_maps_one_to_one(size):
     sppf_out = {"n": 256, "s": 512, "m": 576, "l": 512, "x": 640}[size]
     assert theirs["model.9.cv2.conv.weight"].shape[0] == sppf_out
     neck_depth = {"n": 1, "s": 1, "m": 2, "l": 3, "x": 3}[size]
-    assert theirs[f"model.21.cv2.conv.weight"].shape[1] == (2 + neck_depth) * sppf_out // 2
+    assert theirs["model.21.cv2.conv.weight"].shape[1] == (2 + neck_depth) * sppf_out // 2
     assert f"model.15.m.{neck_depth - 1}.cv2.conv.weight" in theirs and f"model.15.m.{neck_depth}.cv1.conv.weight" \
         not in theirs
     c3 = {"n": 64, "s": 128, "m": 192, "l": 256, "x": 320}[size]  # box: max(16, c3 // 4, 64); cls: max(c3, 80)
