@@ -24,7 +24,7 @@ from framework.export import (
 from framework.inference import find_images, load_image
 
 SMALL = ["model/backbone=resnet18", "model.neck.out_channels=64", "model.head.feat_channels=64",
-         "model.head.stacked_convs=1"]
+         "model.head.stacked_convs=1", "dataset.num_classes=4"]  # a model built without the runner
 # score threshold per config: FCOS scores are sqrt(cls * centerness) with centerness ≈ 0.5 here
 THRESHOLDS = {"retinanet_r50_fpn": 0.3, "fcos_r50_fpn": 0.5}
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]

@@ -402,6 +402,21 @@ def _needs_hydra_runtime(raw: str, exc: BaseException) -> bool:
     return False
 
 
+def _origin(cfg: DictConfig, full: str, raw: str) -> tuple[str, str]:
+    """Follow plain references (`scheduler.max_epochs: ${trainer.max_epochs}`) to the key whose own interpolation
+    is the broken one, so the message names what the user wrote."""
+    seen = {full}
+    while (ref := re.fullmatch(r"\$\{([A-Za-z_][\w.]*)\}", raw.strip())) and ref.group(1) not in seen:
+        parent_key, _, leaf = ref.group(1).rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, throw_on_resolution_failure=False) if parent_key else cfg
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
+        if node is None or not node._is_interpolation():
+            break
+        full, raw = ref.group(1), str(node._value())
+        seen.add(full)
+    return full, raw
+
+
 def check_interpolations(cfg: DictConfig) -> None:
     """Resolve every `${…}` that can be resolved before Hydra runs and raise ConfigError for the first that cannot:
     an unknown key, an unknown resolver, a grammar error, or a result of the wrong type for a schema field. Left
@@ -421,6 +436,7 @@ def check_interpolations(cfg: DictConfig) -> None:
             if _needs_hydra_runtime(raw, exc):
                 continue
             detail = " ".join(str(exc).split("full_key:")[0].split())
+            full, raw = _origin(cfg, full, raw)
             raise ConfigError(f"'{full}' is {_clip(raw)!r}, which cannot be resolved: {_clip(detail, 200)}. An "
                               f"interpolation names another key (e.g. ${{dataset.root}}) or a resolver (oc.env, now); "
                               f"fix it on the command line or in the YAML.") from None
