@@ -107,7 +107,7 @@ def test_fewer_candidates_than_detections_per_image(shapes_root):
 
 def test_unsupported_models_and_settings_are_refused(shapes_root):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", ["model=faster_rcnn_r50_fpn", "model/backbone=resnet18"])
+        cfg = compose("train", ["model=faster_rcnn_r50_fpn", "model/backbone=resnet18", "dataset.num_classes=4"])
     with pytest.raises(ExportError, match="one-stage heads.*FasterRCNNHead"):
         ExportWrapper(instantiate(cfg.model))
     model = build("retinanet_r50_fpn", shapes_root, "model.head.nms_type=diou")
@@ -188,9 +188,9 @@ def test_onnx_export_of_the_yolo_dfl_head_matches_pytorch(shapes_root, tmp_path)
     pytest.importorskip("onnxscript")
     model = build_yolo(shapes_root, 16)
     path = export_onnx(model, tmp_path / "yolo.onnx", (128, 128), nms=True, dynamic=False)
-    # 1e-2 px: the expectation over 16 bins turns the runtimes' float differences in the logits into ~3e-3 px here
-    # (up to 3e-2 px at 320 px over all priors, where even the softplus head differs by 1.6e-2 px)
-    report = verify_onnx(path, model, shapes_images(shapes_root, [(128, 128), (96, 128), (128, 100)]), atol=1e-2)
+    # the default tolerance (1e-3 px + 1e-4 x coordinate), as tools/export.py checks: the expectation over 16 bins
+    # turns the runtimes' float differences in the logits into ~3e-3 px here, within it
+    report = verify_onnx(path, model, shapes_images(shapes_root, [(128, 128), (96, 128), (128, 100)]))
     assert report.ok and report.compared >= 10, report.summary()
 
 

@@ -10,7 +10,7 @@ Prints, per component (backbone, neck, head): parameters (all and trainable) and
 `input_size` (h, w), counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs); the theoretical receptive
 field and stride of each backbone output; and the latency of the eval forward (random weights and images) at
 `batch_size` on trainer.device, with trainer.precision and trainer.channels_last. Writes the same numbers to
-analysis.json in work_dirs/analyze/<time>/ (or `out`). The head is sized by dataset.num_classes (dataset=coco: 80).
+analysis.json in work_dirs/analyze/<time>/ (or `out`). The head is sized by dataset.num_classes (80, COCO's, unless set).
 """
 import json
 import logging
@@ -41,10 +41,16 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={cfg.trainer.precision} is not one of {', '.join(PRECISIONS)}.")
 
 
+DEFAULT_CLASSES = 80
+
+
 @hydra_cli("analyze")
 def main(cfg: DictConfig) -> None:
     check(cfg)
     device = resolve_device(cfg.trainer.device)
+    if cfg.dataset.num_classes is None:  # training reads it from the data; the analysis reads no data
+        cfg.dataset.num_classes = DEFAULT_CLASSES
+        logger.info(f"Sizing the head for {DEFAULT_CLASSES} classes (COCO's); set dataset.num_classes=K for another count")
     model = instantiate(cfg.model)
     report = analyze(model, cfg.input_size, cfg.batch_size, cfg.latency_runs, min(WARMUP, cfg.latency_runs),
                      device, PRECISIONS[cfg.trainer.precision], cfg.trainer.channels_last)

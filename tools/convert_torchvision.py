@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from framework.config.targets import instantiate
@@ -23,7 +22,7 @@ from omegaconf import OmegaConf
 
 from framework.config.cli import check_overrides
 from framework.config.validation import ConfigError
-from framework.engine.checkpoint import save_checkpoint
+from framework.engine.checkpoint import save_converted
 from framework.models.convert_torchvision import (
     ARCHS, TORCHVISION_MODELS, TorchvisionWeightsError, coco_slots, convert_state_dict, load_torchvision_state,
     num_class_slots,
@@ -66,12 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     layout_is_coco = num_class_slots(state, args.arch) == len(names)  # torchvision's 91-slot COCO layout
     classes = [names[s] if layout_is_coco else f"class_{s}" for s in slots]
-    saved = OmegaConf.to_container(cfg, resolve=False)
-    ckpt = {"model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0, "iter": 0,
-            "best": {}, "config": saved,
-            "meta": {"classes": classes, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "source": f"torchvision {TORCHVISION_MODELS[args.arch][1]} {args.weights}"}}
-    save_checkpoint(ckpt, args.out)
+    save_converted(model, OmegaConf.to_container(cfg, resolve=False), classes,
+                   f"torchvision {TORCHVISION_MODELS[args.arch][1]} {args.weights}", args.out)
     print(f"Wrote {args.out}: {model_cfg} with {len(slots)} classes ({', '.join(classes[:5])}"
           f"{', …' if len(classes) > 5 else ''}) from torchvision's {TORCHVISION_MODELS[args.arch][1]} "
           f"({args.weights}).\nEvaluate: python tools/test.py checkpoint={args.out}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,7 +22,7 @@ from omegaconf import OmegaConf
 from framework.config.cli import check_overrides
 from framework.config.targets import instantiate
 from framework.config.validation import ConfigError
-from framework.engine.checkpoint import save_checkpoint
+from framework.engine.checkpoint import save_converted
 from framework.models.convert_ultralytics import (
     UltralyticsWeightsError, describe, from_ultralytics, load_ultralytics_state,
 )
@@ -60,11 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if names is None or len(names) != info.num_classes:
         names = [f"class_{i}" for i in range(info.num_classes)]
-    ckpt = {"model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0, "iter": 0,
-            "best": {}, "config": OmegaConf.to_container(cfg, resolve=False),
-            "meta": {"classes": names, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "source": f"ultralytics yolov8{info.size} {args.weights.name}"}}
-    save_checkpoint(ckpt, args.out)
+    save_converted(model, OmegaConf.to_container(cfg, resolve=False), names,
+                   f"ultralytics yolov8{info.size} {args.weights.name}", args.out)
     print(f"Wrote {args.out}: YOLOv8-{info.size} with {info.num_classes} classes ({', '.join(names[:5])}"
           f"{', …' if len(names) > 5 else ''}) from {args.weights}.\n"
           f"Evaluate: python tools/test.py checkpoint={args.out}")

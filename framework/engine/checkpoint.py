@@ -39,6 +39,19 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def save_converted(model: torch.nn.Module, config: dict[str, Any], classes: list[str], source: str,
+                   path: str | os.PathLike) -> Path:
+    """Write weights converted from another library (tools/convert_*.py) as a checkpoint of ours: the weights, the
+    config to rebuild the model with (tools/test.py, infer, export read it), the class names and where they came
+    from; no optimizer state, epoch 0."""
+    import time
+
+    return save_checkpoint({"model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0, "iter": 0,
+                            "best": {}, "config": config,
+                            "meta": {"classes": list(classes), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "source": source}}, path)
+
+
 def find_cause(exc: BaseException, types: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
     """The first exception of `types` in `exc`'s chain of causes and contexts (`exc` itself included), or None."""
     seen: set[int] = set()

@@ -17,7 +17,7 @@ from framework.engine.checkpoint import load_checkpoint
 from framework.engine.runner import Runner, _lr_scale, per_rank_batch_size
 
 SMALL = ["experiment=shapes_demo", "dataset.batch_size=4", "dataset.val_batch_size=4", "dataset.num_workers=0",
-         "dataset.min_size=64", "dataset.max_size=96", "scheduler.warmup_iters=2", "scheduler.warmup_max_share=0.5",
+         "dataset.min_size=64", "dataset.max_size=96", "scheduler.warmup_iters=2", "++scheduler.warmup_max_share=0.5",
          "model.head.score_thr=0.01",
          "trainer.eval_interval=1", "trainer.log_interval=1", "trainer.progress_bar=false", "trainer.device=cpu",
          "evaluation.plots=false"]
@@ -117,7 +117,7 @@ def test_auto_scaled_lr_reaches_optimizer_and_schedule(shapes_root, tmp_path, sc
     runner = make_runner(shapes_root, tmp_path, f"scheduler={scheduler}", "optimizer.lr=0.02",
                          "optimizer.auto_scale_lr.base_batch_size=16", "optimizer.paramwise.lr_mult={backbone:0.5}",
                          *(["scheduler.warmup_iters=0"] if scheduler == "step" else  # shapes_demo's step settings
-                           ["~scheduler.milestones", "~scheduler.warmup_iters"]))
+                           ["~scheduler.milestones", "~scheduler.warmup_iters", "~scheduler.warmup_max_share"]))
     groups = runner.optimizer.param_groups
     # global batch 4 / 16 -> lr 0.005; the backbone's groups get half of it
     peak = {g["name"]: g.get("max_lr", g["initial_lr"]) for g in groups}
