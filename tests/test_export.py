@@ -132,7 +132,16 @@ def test_match_detections_pairs_reordered_ties_and_reports_missing():
 def test_report_is_strict():
     ok = VerifyReport("detections", 2, compared=10, max_box_diff=5e-4, max_score_diff=5e-5)
     assert ok.ok and "passed" in ok.summary()
-    assert not VerifyReport("detections", 2, compared=10, max_box_diff=2e-3).ok
+    near = VerifyReport("detections", 2, compared=10)
+    near.add_boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[5e-4, 0.0, 10.0, 10.0]]))
+    assert near.ok
+    far = VerifyReport("detections", 2, compared=10)
+    far.add_boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[2e-3, 0.0, 10.0, 10.0]]))
+    assert not far.ok and far.max_box_diff == pytest.approx(2e-3)
+    # the tolerance is relative too (1e-4 x coordinate): 0.09 px passes at x=1000 and would fail at x=10
+    big = VerifyReport("detections", 2, compared=10)
+    big.add_boxes(torch.tensor([[1000.09, 0.0, 10.0, 10.0]]), torch.tensor([[1000.0, 0.0, 10.0, 10.0]]))
+    assert big.ok
     assert not VerifyReport("detections", 2, compared=10, max_score_diff=2e-4).ok
     bad = VerifyReport("detections", 2, compared=10, problems=["image 0: onnxruntime finds 3 detections, PyTorch 4"])
     assert not bad.ok and "FAILED" in bad.summary() and "finds 3" in bad.summary()
