@@ -249,7 +249,7 @@ def overrides(draw: st.DrawFn) -> str:
 
 
 # ~0.17 s an example (one Hydra compose, two for an unknown key); FUZZ_EXAMPLES=3000 for a deeper, random search.
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize="FUZZ_EXAMPLES" not in os.environ,

@@ -36,8 +36,8 @@ def test_retinanet_overfits_a_few_images(shapes_root, tmp_path):
                 box_loss=GIoULoss()),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-    epochs = 18
-    scheduler = WarmupMultiStepLR(optimizer, milestones=[14], warmup_iters=20, iters_per_epoch=len(train_loader))
+    epochs = 12  # mAP@0.5 0.98 (seed 0), 0.97 (seed 1)
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[9], warmup_iters=20, iters_per_epoch=len(train_loader))
     evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
     runner = Runner(model, build_dataloader(few, batch_size=4), evaluator, tmp_path, train_loader=train_loader,
                     optimizer=optimizer, scheduler=scheduler, max_epochs=epochs, eval_interval=epochs,
