@@ -80,11 +80,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--log-interval", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 images of 64 px, no table claims")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 32 images of 64 px, mobilenet_v3_fpn, no table claims")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ddp_scaling.json")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.img_size, args.log_interval, args.workers = 64, 64, 2, 0
+        args.images, args.img_size, args.log_interval, args.workers = 32, 64, 2, 0
+        args.model, args.backbone = "mobilenet_v3_fpn", ""  # the smallest model: start-up, not training, dominates
     procs = [int(p) for p in args.procs.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "shapes"
