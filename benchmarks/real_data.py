@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     data = args.data.resolve()
     if not (data / "VOC2007").is_dir():
-        parser.error(f"--data {data} holds no VOC2007 folder (BCCD: ../shared/data/bccd)")
+        parser.error(f"--data {data} holds no VOC2007 folder. The default is shared/data/bccd beside this checkout; "
+                     f"from a clone elsewhere pass --data /path/to/shared/data/bccd")
     rows = [r for r in args.rows.split(",") if r]
     unknown = set(rows) - set(ROWS)
     if unknown:
