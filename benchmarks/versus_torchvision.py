@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from framework.config.cli import check_overrides  # noqa: E402
-from framework.config.targets import instantiate  # noqa: E402
+from framework.config.instantiation import instantiate  # noqa: E402
 from framework.data.loader import collate  # noqa: E402
 from framework.models.convert_torchvision import TORCHVISION_MODELS, convert_state_dict  # noqa: E402
 

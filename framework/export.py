@@ -1,7 +1,7 @@
 """Ship a trained detector as ONNX, and check that onnxruntime finds the detections PyTorch finds.
 
 The exported graph starts after pre-processing (decode, resize, normalize and padding stay with the caller, as in
-`Detector.preprocess` + `collate`) and takes two inputs:
+`Predictor.preprocess` + `collate`) and takes two inputs:
 
 - `images` `[B, 3, H, W]` float32: the normalized batch, padded bottom/right (H, W multiples of 32 for a dynamic
   export);
@@ -257,7 +257,7 @@ def export_onnx(detector_or_model: Any, path: str | Path, input_size: Sequence[i
                 dynamic: bool = True, opset: int = 18, metadata: dict[str, str] | None = None) -> Path:
     """Export to `path` (written atomically: a temporary file in the same folder, then a rename) and return it.
 
-    `detector_or_model` is a `framework.inference.Detector` (its class names go into the file's metadata) or a
+    `detector_or_model` is a `framework.inference.Predictor` (its class names go into the file's metadata) or a
     `framework.models.Detector`. `input_size` (h, w) is the tracing input, and the fixed size of a static export.
     `dynamic=True` makes batch, height and width free (height and width multiples of 32); a model that cannot be
     exported so is exported with the fixed `input_size` and batch 1 instead, with a warning saying why."""
@@ -425,7 +425,7 @@ def _fit(image: Tensor, size: tuple[int, int]) -> Tensor:
 def verify_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], atol: float = 1e-3,
                 score_atol: float = 1e-4, batch_size: int = 1, rtol: float = 1e-4) -> VerifyReport:
     """Run the ONNX file (onnxruntime, CPU) and `model` (PyTorch, eval, on its own device) on the same padded batches
-    of `images` (preprocessed float CHW tensors, e.g. `Detector.preprocess(image)[0]`) and compare.
+    of `images` (preprocessed float CHW tensors, e.g. `Predictor.preprocess(image)[0]`) and compare.
 
     nms=True files: per image the same number of detections, each matched (`match_detections`) to one of the same
     label with boxes within `atol` + `rtol` x |coordinate| px and scores within `score_atol`; the reference is the

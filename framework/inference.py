@@ -1,4 +1,4 @@
-"""Run a trained checkpoint on images from Python: `Detector.from_checkpoint(path).predict(image_or_path)`.
+"""Run a trained checkpoint on images from Python: `Predictor.from_checkpoint(path).predict(image_or_path)`.
 
 The checkpoint carries everything needed: the weights (the EMA's when training used one), the config the model
 was built from and the class names, so inference needs no dataset. Images go through the run's own validation
@@ -8,6 +8,7 @@ pipeline (resize + normalize) and the same collate as evaluation, so `predict` g
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -36,15 +37,15 @@ def load_image(image: ImageInput) -> Tensor:
 
 def model_from_config(config: DictConfig) -> nn.Module:
     """The detector described by a run's saved config (without weights)."""
-    from framework.config.targets import instantiate
+    from framework.config.instantiation import instantiate
 
     return instantiate(config.model)
 
 
-class Detector:
+class Predictor:
     """A trained detector with its preprocessing and class names; `predict` takes paths or uint8 images.
 
-    Built from a checkpoint (`from_checkpoint`) or from parts (`Detector(model, transforms, classes)`), so it also
+    Built from a checkpoint (`from_checkpoint`) or from parts (`Predictor(model, transforms, classes)`), so it also
     wraps a model that was never saved.
     """
 
@@ -56,7 +57,7 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", score_thr: float = 0.0,
-                        overrides: DictConfig | dict | None = None, allow_targets: Sequence[str] = ()) -> "Detector":
+                        overrides: DictConfig | dict | None = None, allow_targets: Sequence[str] = ()) -> "Predictor":
         """Build the model from the checkpoint's config, load its evaluated weights; `overrides` (a nested mapping,
         e.g. `{"model": {"head": {"score_thr": 0.3}}}`) is merged into that config first. The config's `_target_`s
         must lie in framework/torch/torchvision/timm or in the modules of `allow_targets` (the checkpoint's own
@@ -70,10 +71,10 @@ class Detector:
 
     @classmethod
     def from_config(cls, config: DictConfig, state_dict: dict[str, Tensor], classes: Sequence[str] | None = None,
-                    device: str | torch.device = "cpu", score_thr: float = 0.0) -> "Detector":
+                    device: str | torch.device = "cpu", score_thr: float = 0.0) -> "Predictor":
         """Build from a full run config and weights. For callers that edit the config in ways a plain merge cannot
         (tools/infer.py replaces whole groups, e.g. `model/head/box_loss=ciou`, via `merge_saved_config`)."""
-        from framework.config.targets import instantiate
+        from framework.config.instantiation import instantiate
 
         model = model_from_config(config)
         model.load_state_dict(state_dict)
@@ -144,4 +145,12 @@ def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start:start + size]
 
 
-__all__ = ["Detector", "chunks", "find_images", "load_image", "load_inference_checkpoint", "model_from_config"]
+__all__ = ["Predictor", "chunks", "find_images", "load_image", "load_inference_checkpoint", "model_from_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Detector":  # the pre-0.2 name of Predictor
+        warnings.warn("framework.inference.Detector is deprecated and will be removed in the next release; use "
+                      "framework.inference.Predictor (the same class).", DeprecationWarning, stacklevel=2)
+        return Predictor
+    raise AttributeError(f"module 'framework.inference' has no attribute {name!r}")

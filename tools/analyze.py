@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from omegaconf import DictConfig
 
 from framework.analysis import analyze, format_table

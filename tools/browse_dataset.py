@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from omegaconf import DictConfig
 from torchvision.io import write_png
 from torchvision.utils import make_grid

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from framework.config.validation import ConfigError
 from framework.data.scan import BadImage, scan_images
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from omegaconf import OmegaConf
 
 from framework.config.cli import check_overrides

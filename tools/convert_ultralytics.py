@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from framework.config.cli import check_overrides
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from framework.config.validation import ConfigError
 from framework.engine.checkpoint import save_converted
 from framework.models.convert_ultralytics import (

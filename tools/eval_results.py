@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from framework.config.targets import instantiate
+from framework.config.instantiation import instantiate
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
 from framework.config.overrides import merge_saved_config
 from framework.config.validation import ConfigError
 from framework.export import EXPORT_FORMATS, ExportDependencyError, ExportError, describe_onnx, export_onnx, verify_onnx
-from framework.inference import Detector, find_images, load_image, load_inference_checkpoint
+from framework.inference import Predictor, find_images, load_image, load_inference_checkpoint
 
 # keys of this tool's own run, never merged into the checkpoint's config
 OWN_KEYS = ("format", "output", "nms", "dynamic", "opset", "input_size", "verify", "verify_images", "num_verify")
@@ -41,7 +41,7 @@ def output_path(cfg: DictConfig) -> Path:
     return out / name if out.is_dir() or str(cfg.output).endswith(("/", "\\")) else out
 
 
-def verification_images(cfg: DictConfig, detector: Detector) -> list:
+def verification_images(cfg: DictConfig, detector: Predictor) -> list:
     """`num_verify` preprocessed images: from `verify_images`, else the first of the checkpoint dataset's val set."""
     if cfg.verify_images:
         try:
@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> None:
     ckpt = load_inference_checkpoint(cfg.checkpoint)
     overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in OWN_KEYS]
     config = merge_saved_config(ckpt["config"], cfg, overrides)
-    detector = Detector.from_config(config, ckpt["model"], ckpt.get("meta", {}).get("classes"), "cpu")
+    detector = Predictor.from_config(config, ckpt["model"], ckpt.get("meta", {}).get("classes"), "cpu")
     out = output_path(cfg)
 
     h, w = cfg.input_size

@@ -28,7 +28,7 @@ from framework.config.overrides import merge_saved_config
 from framework.config.validation import ConfigError
 from framework.engine.runner import resolve_device
 from framework.fileio import atomic_write
-from framework.inference import Detector, chunks, find_images, load_image, load_inference_checkpoint
+from framework.inference import Predictor, chunks, find_images, load_image, load_inference_checkpoint
 from framework.visualization import draw_detections
 
 if not OmegaConf.has_resolver("first_set"):  # configs/infer.yaml: hydra.run.dir is `output` when one is given
@@ -73,7 +73,7 @@ def main(cfg: DictConfig) -> None:
     paths = find_images(cfg.input)
     overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in OWN_KEYS]
     config = merge_saved_config(ckpt["config"], cfg, overrides)
-    detector = Detector.from_config(config, ckpt["model"], ckpt.get("meta", {}).get("classes"),
+    detector = Predictor.from_config(config, ckpt["model"], ckpt.get("meta", {}).get("classes"),
                                     resolve_device(cfg.trainer.device), cfg.score_thr)
     out = Path(cfg.work_dir)  # = `output` when given (configs/infer.yaml)
     out.mkdir(parents=True, exist_ok=True)

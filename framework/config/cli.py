@@ -19,7 +19,7 @@ from typing import Any, Callable, NoReturn
 from omegaconf import DictConfig
 
 from framework.config import CONFIG_DIR
-from framework.config.targets import check_targets
+from framework.config.instantiation import check_targets
 from framework.config.validation import (
     ConfigError, check_components, check_interpolations, check_ranges, did_you_mean, group_options, is_group,
     missing_keys, unknown_key_message,

@@ -90,7 +90,7 @@ class TrainConfig:
     deterministic: bool = False
     resume: Any = False  # true: the newest last.pth of this experiment; or a checkpoint path
     # module prefixes whose classes/functions a config's `_target_` may name, besides framework., torch.,
-    # torchvision. and timm. (framework/config/targets.py); e.g. allow_targets=[mypackage.] for your own components
+    # torchvision. and timm. (framework/config/instantiation.py); e.g. allow_targets=[mypackage.] for your own components
     allow_targets: List[str] = field(default_factory=list)
 
 

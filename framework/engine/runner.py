@@ -31,7 +31,7 @@ from framework.engine.checkpoint import (
     CheckpointError, find_last_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
 )
 from framework.engine.ema import ModelEMA
-from framework.engine.logging import MetricsWriter, log_to_files
+from framework.engine.run_log import MetricsWriter, log_to_files
 from framework.engine.optim import build_optimizer, scaled_lr, split_optimizer_node
 from framework.engine.progress import Window, format_eta, memory_gib, stats_text
 from framework.engine.recipes import recipe_hint
@@ -227,7 +227,7 @@ class Runner:
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
     def from_config(cls, cfg: DictConfig, training: bool = True) -> "Runner":
-        from framework.config.targets import check_targets, instantiate
+        from framework.config.instantiation import check_targets, instantiate
 
         check_targets(cfg)  # every component, before anything is imported or built (configs from checkpoints too)
         info = distributed.init_distributed()

@@ -18,7 +18,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from framework.config.cli import check_overrides
 from framework.data.loader import collate
 from framework.evaluation.agreement import matched_share
-from framework.inference import Detector
+from framework.inference import Predictor
 from framework.models.convert_torchvision import TORCHVISION_MODELS, coco_slots, convert_state_dict
 
 ARCHS = list(TORCHVISION_MODELS)
@@ -143,7 +143,7 @@ def test_predictor_on_jpeg_photos_gives_torchvision_detections(arch, photos):
     torch.manual_seed(0)
     tv = torchvision_model(arch, min_size=600, max_size=1000)
     spread_out(tv, arch)
-    detector = Detector.from_config(check_overrides("train", torchvision_pipeline(arch)),
+    detector = Predictor.from_config(check_overrides("train", torchvision_pipeline(arch)),
                                     convert_state_dict(tv.state_dict(), arch))
     got = detector.predict_batch(photos)
     with torch.no_grad():

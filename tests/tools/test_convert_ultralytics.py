@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from framework.inference import Detector as Predictor
+from framework.inference import Predictor
 from framework.models import Detector
 from framework.models.backbones import CSPDarknet
 from framework.models.convert_ultralytics import to_ultralytics

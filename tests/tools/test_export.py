@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework.inference import Detector, find_images, load_image
+from framework.inference import Predictor, find_images, load_image
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_exported_file_takes_other_batch_and_image_sizes(runs, shapes_root):
     from framework.export import verify_onnx
 
     ckpt = runs["export"][1]
-    detector = Detector.from_checkpoint(ckpt, overrides={"model": {"head": {"score_thr": 0.03}}})
+    detector = Predictor.from_checkpoint(ckpt, overrides={"model": {"head": {"score_thr": 0.03}}})
     images = [detector.preprocess(load_image(p))[0] for p in find_images(shapes_root / "images" / "val")[:3]]
     images.append(torch.nn.functional.interpolate(images[0][None], size=(150, 200), mode="bilinear")[0])
     report = verify_onnx(ckpt.with_suffix(".onnx"), detector.model, images, batch_size=2)  # traced at 128x128

@@ -1,4 +1,4 @@
-"""tools/infer.py and the `Detector` API on a checkpoint trained for one epoch: the pictures show exactly the
+"""tools/infer.py and the `Predictor` API on a checkpoint trained for one epoch: the pictures show exactly the
 detections written to detections.json, and those are the detections tools/test.py scores."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.io import read_image
 
-from framework import Detector
+from framework import Predictor
 from framework.inference import find_images, load_image
 from framework.visualization import draw_detections
 
@@ -26,8 +26,8 @@ def checkpoint(one_epoch_run: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(checkpoint: Path) -> Detector:
-    return Detector.from_checkpoint(checkpoint)
+def detector(checkpoint: Path) -> Predictor:
+    return Predictor.from_checkpoint(checkpoint)
 
 
 def fail(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -107,7 +107,7 @@ def test_detector_matches_test_tool(checkpoint, detector, shapes_root, repo_root
     results = json.loads((tmp_path / "eval" / "results.bbox.json").read_text())
     coco = json.loads((shapes_root / "annotations" / "instances_val.json").read_text())
     label_of = {c["id"]: detector.classes.index(c["name"]) for c in coco["categories"]}
-    api = Detector.from_checkpoint(checkpoint, overrides={"model": {"head": {"score_thr": thr}}})
+    api = Predictor.from_checkpoint(checkpoint, overrides={"model": {"head": {"score_thr": thr}}})
     compared = 0
     for image in coco["images"][:2]:
         expected = [r for r in results if r["image_id"] == image["id"]]

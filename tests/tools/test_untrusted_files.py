@@ -13,7 +13,7 @@ import torch
 
 from framework.config.validation import ConfigError
 from framework.engine.checkpoint import load_checkpoint
-from framework.inference import Detector
+from framework.inference import Predictor
 
 
 def tool(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,7 +51,7 @@ def test_saved_config_cannot_name_or_allow_foreign_targets(repo_root, shapes_roo
     assert "Error: 'model.backbone._target_' names 'os.system', which is outside the modules" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "pwned").exists()
     with pytest.raises(ConfigError, match="os.system"):  # the Python API refuses it as well
-        Detector.from_checkpoint(crafted)
+        Predictor.from_checkpoint(crafted)
 
 
 def test_foreign_target_on_the_command_line_is_refused(repo_root, shapes_root, tmp_path):

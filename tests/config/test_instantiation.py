@@ -7,7 +7,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from framework.config.targets import allowed_prefixes, check_targets, instantiate
+from framework.config.instantiation import allowed_prefixes, check_targets, instantiate
 from framework.config.validation import ConfigError
 
 
@@ -20,7 +20,7 @@ def test_targets_outside_the_allow_list_are_refused(target):
 
 
 @pytest.mark.parametrize("target", ["torch.os.system", "torch.nn.modules.module.functools.partial",
-                                    "framework.config.targets.inspect.getsource"])
+                                    "framework.config.instantiation.inspect.getsource"])
 def test_a_path_through_an_allowed_package_is_judged_by_what_it_resolves_to(target):
     with pytest.raises(ConfigError, match="which is really '(posix|functools|inspect)\\."):
         check_targets(OmegaConf.create({"x": {"_target_": target}}))
