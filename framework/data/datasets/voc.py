@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 from pycocotools.coco import COCO
-from torchvision import tv_tensors
 
-from framework.data.datasets.box_report import EMPTY, NONFINITE, check_boxes, report_boxes
-from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.datasets.base import (DetectionDataset, box_annotations, check_class_names, clip_boxes,
+                                          coco_index, concat, images_with_boxes, offsets_of)
+from framework.data.datasets.box_report import CLIPPED, EMPTY, NONFINITE, OK, check_boxes, report_boxes
+from framework.data.errors import DatasetNotFoundError
 from framework.data.datasets.roots import missing_path_error
 from framework.data.errors import DatasetError
 
@@ -226,10 +226,6 @@ def _parse_annotation(path: Path, class_to_label: dict[str, int]) -> _Parsed:
     )
 
 
-def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
-
-
 def _header_size(path: Path, why: str = "its annotation has no usable <size>") -> tuple[int, int]:
     """(height, width) from the image header, for XML files whose <size> is missing or zero (some labelling tools),
     and for YOLO labels (normalized to it); `why` says in errors why the size was needed."""
@@ -245,7 +241,7 @@ def _header_size(path: Path, why: str = "its annotation has no usable <size>") -
                            f"{str(e).strip() or type(e).__name__}") from e
 
 
-class VOCDetection(torch.utils.data.Dataset):
+class VOCDetection(DetectionDataset):
     """Detection samples from a VOCdevkit folder (one or more years concatenated).
 
     Args:
@@ -272,7 +268,7 @@ class VOCDetection(torch.utils.data.Dataset):
         filter_empty: bool = False,
         keep_difficult: bool = False,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = self._image_root = Path(root).expanduser()
         years = [years] if isinstance(years, (str, int)) else list(years)
         self.years: list[str] = [str(y) for y in years]
         if not self.years:
@@ -280,39 +276,13 @@ class VOCDetection(torch.utils.data.Dataset):
         self.image_set = image_set
         self.transforms = transforms
         self.keep_difficult = keep_difficult
-        hint = _layout_hint(self.root, self.years, image_set)
-
-        if not self.root.is_dir():
-            raise missing_path_error(self.root, "Dataset root", hint)
-        set_files: list[Path] = []
-        for year in self.years:
-            year_dir = self.root / f"VOC{year}"
-            if not year_dir.is_dir():
-                raise DatasetNotFoundError(
-                    f"Year folder {year_dir} does not exist.{_misplaced_root_hint(self.root, year)}\n{hint}"
-                )
-            for sub in ("Annotations", "JPEGImages"):
-                if not (year_dir / sub).is_dir():
-                    raise DatasetNotFoundError(f"Folder {year_dir / sub} does not exist.\n{hint}")
-            set_file = year_dir / "ImageSets" / "Main" / f"{image_set}.txt"
-            if not set_file.is_file():
-                main = year_dir / "ImageSets" / "Main"
-                have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
-                avail = f" Image sets there: {', '.join(have)}." if have else ""
-                raise DatasetNotFoundError(f"Image set file {set_file} does not exist.{avail}\n{hint}")
-            set_files.append(set_file)
-
-        self.classes: list[str] = self._resolve_classes(classes)
-        self.num_classes: int = len(self.classes)
-        self.cat_ids: list[int] = list(range(1, self.num_classes + 1))
-        self.label_to_cat_id: list[int] = list(self.cat_ids)
-        self.cat_id_to_label: dict[int, int] = {c: c - 1 for c in self.cat_ids}
+        set_files = self._set_files()
+        self._set_classes(self._resolve_classes(classes))
         class_to_label = {name: i for i, name in enumerate(self.classes)}
 
         ids: list[str] = []
         year_of: list[int] = []
         sizes: list[tuple[int, int]] = []
-        counts: list[int] = []
         parts: list[_Parsed] = []
         for y, (year, set_file) in enumerate(zip(self.years, set_files)):
             ann_dir = self.root / f"VOC{year}" / "Annotations"
@@ -327,14 +297,14 @@ class VOCDetection(torch.utils.data.Dataset):
                 ids.append(img_id)
                 year_of.append(y)
                 sizes.append((h, w))
-                counts.append(len(p.labels))
                 parts.append(p)
 
         n = len(ids)
         all_sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)  # (H, W)
+        counts = [len(p.labels) for p in parts]
         img_of = np.repeat(np.arange(n), np.asarray(counts, dtype=np.int64))  # image of each object, in file order
         obj_of = np.concatenate([np.arange(1, c + 1) for c in counts]) if n else np.zeros(0, np.int64)
-        boxes = _concat([p.boxes for p in parts], (0, 4), np.float64)
+        boxes = concat([p.boxes for p in parts], (0, 4), np.float64)
         codes, _ = check_boxes(boxes, all_sizes[img_of, 0], all_sizes[img_of, 1])
 
         def describe(i: int) -> str:
@@ -343,41 +313,55 @@ class VOCDetection(torch.utils.data.Dataset):
         self.box_report: dict[str, int] = report_boxes(
             f"{self.root} ({image_set} of VOC{'+'.join(self.years)})", codes, describe)
         # NaN/inf and inverted boxes are dropped here, for training and evaluation alike. Boxes reaching out of the
-        # image (counted as clipped or outside) stay as written for the evaluation and are cut by _usable.
+        # image (counted as clipped or outside) stay as written for the evaluation and are cut for training.
         good = (codes != NONFINITE) & (codes != EMPTY)
-        img_of = img_of[good]
-        boxes = boxes[good].astype(np.float32)
-        labels = _concat([p.labels for p in parts], (0,), np.int64)[good]
-        difficult = _concat([p.difficult for p in parts], (0,), bool)[good]
-        truncated = _concat([p.truncated for p in parts], (0,), bool)[good]
-
+        difficult = concat([p.difficult for p in parts], (0,), bool)
         keep = np.ones(n, dtype=bool)
         if filter_empty:
-            usable = self._usable(boxes, difficult, (all_sizes[img_of, 0], all_sizes[img_of, 1]))
-            keep = np.bincount(img_of[usable], minlength=n) > 0
+            usable = ((codes == OK) | (codes == CLIPPED)) & (keep_difficult | ~difficult)
+            keep = images_with_boxes(img_of[usable], n)
         idx = np.flatnonzero(keep)
-        rows = keep[img_of]
+        rows = good & keep[img_of]
 
-        self.ids: list[str] = [ids[i] for i in idx]
+        self._voc_ids: list[str] = [ids[i] for i in idx]
         self._image_ids = np.arange(1, n + 1, dtype=np.int64)[idx]
         self._year_of = np.asarray(year_of, dtype=np.int16)[idx]
         self._sizes = all_sizes[idx]
-        self._offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(img_of[rows], minlength=n)[idx], out=self._offsets[1:])
-        self._boxes = boxes[rows]
-        self._labels = labels[rows]
+        self._offsets = offsets_of(np.bincount(img_of[rows], minlength=n)[idx])
+        self._boxes = boxes[rows].astype(np.float32)
+        self._labels = concat([p.labels for p in parts], (0,), np.int64)[rows]
         self._difficult = difficult[rows]
-        self._truncated = truncated[rows]
-        self._coco: COCO | None = None
+        self._truncated = concat([p.truncated for p in parts], (0,), bool)[rows]
 
     # ------------------------------------------------------------------ construction helpers
 
+    def _set_files(self) -> list[Path]:
+        """The image-set file of each year, after checking the folders a VOC year must have."""
+        hint = _layout_hint(self.root, self.years, self.image_set)
+        if not self.root.is_dir():
+            raise missing_path_error(self.root, "Dataset root", hint)
+        set_files: list[Path] = []
+        for year in self.years:
+            year_dir = self.root / f"VOC{year}"
+            if not year_dir.is_dir():
+                raise DatasetNotFoundError(
+                    f"Year folder {year_dir} does not exist.{_misplaced_root_hint(self.root, year)}\n{hint}"
+                )
+            for sub in ("Annotations", "JPEGImages"):
+                if not (year_dir / sub).is_dir():
+                    raise DatasetNotFoundError(f"Folder {year_dir / sub} does not exist.\n{hint}")
+            set_file = year_dir / "ImageSets" / "Main" / f"{self.image_set}.txt"
+            if not set_file.is_file():
+                main = year_dir / "ImageSets" / "Main"
+                have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+                avail = f" Image sets there: {', '.join(have)}." if have else ""
+                raise DatasetNotFoundError(f"Image set file {set_file} does not exist.{avail}\n{hint}")
+            set_files.append(set_file)
+        return set_files
+
     def _resolve_classes(self, classes: Sequence[str] | None) -> list[str]:
         if classes is not None:
-            names = [str(c) for c in classes]
-            if not names or len(set(names)) != len(names):
-                raise ValueError(f"classes must be a non-empty list of distinct names, got {names}")
-            return names
+            return check_class_names(classes)
         files = {y: self.root / f"VOC{y}" / CLASSES_FILE for y in self.years}
         found = {y: read_classes_file(f) for y, f in files.items() if f.is_file()}
         if not found:
@@ -389,30 +373,18 @@ class VOCDetection(torch.utils.data.Dataset):
                              "files equal, or pass classes=[…] explicitly.")
         return next(iter(found.values()))
 
-    def _usable(self, boxes: np.ndarray, difficult: np.ndarray, size: tuple[Any, Any]) -> np.ndarray:
-        """Mask of the boxes that become training targets on an image of ``size`` (H, W): two ints, or two arrays
-        with one value per box."""
-        h, w = size
-        x0, y0 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 1], 0, h)
-        x1, y1 = np.clip(boxes[:, 2], 0, w), np.clip(boxes[:, 3], 0, h)
-        ok = (x1 > x0) & (y1 > y0)
-        return ok if self.keep_difficult else ok & ~difficult
-
     # ------------------------------------------------------------------ metadata
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    @property
+    def ids(self) -> list[str]:
+        """The VOC string ids of the samples, in order."""
+        return self._voc_ids
 
-    def image_id(self, index: int) -> int:
-        return int(self._image_ids[index])
+    def _file_name(self, row: int) -> str:
+        return f"VOC{self.years[self._year_of[row]]}/JPEGImages/{self._voc_ids[row]}.jpg"
 
-    def _rel_path(self, index: int) -> str:
-        return f"VOC{self.years[self._year_of[index]]}/JPEGImages/{self.ids[index]}.jpg"
-
-    def get_image_info(self, index: int) -> dict[str, Any]:
-        """Image record (id, file_name relative to root, height, width) from the XML ``<size>``: no decoding."""
-        h, w = self._sizes[index]
-        return {"id": self.image_id(index), "file_name": self._rel_path(index), "height": int(h), "width": int(w)}
+    def _describe(self, row: int) -> str:
+        return f"id {self._voc_ids[row]}"
 
     def get_annotation(self, index: int) -> dict[str, Any]:
         """Ground truth of one image for evaluation, difficult objects included (flagged), boxes unclipped.
@@ -420,84 +392,37 @@ class VOCDetection(torch.utils.data.Dataset):
         ``{"image_id": int, "boxes": float32 (N, 4) XYXY, "labels": int64 (N,), "difficult": bool (N,),
         "truncated": bool (N,)}``.
         """
-        s = slice(self._offsets[index], self._offsets[index + 1])
-        return {
-            "image_id": self.image_id(index),
-            "boxes": self._boxes[s].copy(),
-            "labels": self._labels[s].copy(),
-            "difficult": self._difficult[s].copy(),
-            "truncated": self._truncated[s].copy(),
-        }
+        row = self._row(index)
+        s = self._objects(row)
+        return {**self._ground_truth(row), "difficult": self._difficult[s].copy(),
+                "truncated": self._truncated[s].copy()}
 
-    @property
-    def coco(self) -> COCO:
-        """The ground truth as an in-memory pycocotools ``COCO`` object, so the COCO evaluator also runs on VOC.
+    def _build_coco(self) -> COCO:
+        """The ground truth as a pycocotools index, so the COCO evaluator also runs on VOC.
 
         Category ids are ``1..K`` (``label_to_cat_id``), image ids are ``image_id``. Difficult objects are marked
         ``iscrowd=1``: pycocotools derives "ignore" from ``iscrowd`` for bbox evaluation, so this is the only way to
         make them neither hits nor misses. It is an approximation of VOC's rule (a crowd region is matched by
         intersection over the *detection's* area, and may absorb several detections), used only when COCO metrics
-        are asked for on VOC data; the VOC metrics use :meth:`get_annotation`. Built on first use, since training
-        workers never need it.
+        are asked for on VOC data; the VOC metrics use :meth:`get_annotation`.
         """
-        if self._coco is None:
-            images, anns = [], []
-            for i in range(len(self)):
-                info = self.get_image_info(i)
-                images.append(info)
-                s = slice(self._offsets[i], self._offsets[i + 1])
-                for box, label, diff in zip(self._boxes[s].tolist(), self._labels[s].tolist(),
-                                            self._difficult[s].tolist()):
-                    x0, y0, x1, y1 = box
-                    anns.append({
-                        "id": len(anns) + 1,
-                        "image_id": info["id"],
-                        "category_id": int(label) + 1,
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": (x1 - x0) * (y1 - y0),
-                        "iscrowd": int(diff),
-                    })
-            data = {
-                "images": images,
-                "annotations": anns,
-                "categories": [
-                    {"id": c, "name": n, "supercategory": "voc"} for c, n in zip(self.cat_ids, self.classes)
-                ],
-            }
-            self._coco = coco_index(data)
-        return self._coco
+        images, anns = [], []
+        for row in range(len(self)):
+            images.append(self._info(row))
+            s = self._objects(row)
+            anns += box_annotations(images[-1]["id"], self._boxes[s].tolist(), self._labels[s].tolist(),
+                                    len(anns) + 1, iscrowd=self._difficult[s].tolist())
+        return coco_index({"images": images, "annotations": anns, "categories": self._categories(lambda _: "voc")})
 
     # ------------------------------------------------------------------ samples
 
-    def image_path(self, index: int) -> Path:
-        """The image file of sample `index` (what dataset scans check)."""
-        return self.root / self._rel_path(index)
+    def _training_boxes(self, row: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Difficult objects stay out unless ``keep_difficult``. `difficult`/`truncated` are not put in the
+        target: transforms that drop or add boxes (crops, Mosaic, SanitizeBoundingBoxes) keep only boxes and labels
+        aligned. Evaluation reads the flags through get_annotation / coco."""
+        s = self._objects(row)
+        keep = slice(None) if self.keep_difficult else ~self._difficult[s]
+        return clip_boxes(self._boxes[s][keep], self._labels[s][keep], height, width)
 
-    def _load_image(self, index: int) -> torch.Tensor:
-        return decode_rgb(self.image_path(index), f"id {self.ids[index]}")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
-        return state
-
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        data = self._load_image(index)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
-        s = slice(self._offsets[index], self._offsets[index + 1])
-        boxes = self._boxes[s]
-        # Clip to the decoded size (what the boxes are drawn on from now on), drop degenerate and difficult ones.
-        keep = self._usable(boxes, self._difficult[s], (h, w))
-        boxes = boxes[keep].copy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        # `difficult`/`truncated` stay out of the training target: transforms that drop or add boxes (crops,
-        # Mosaic, SanitizeBoundingBoxes) keep only boxes and labels aligned. Evaluation reads the flags through
-        # get_annotation / coco.
-        return detection_sample(data, boxes, self._labels[s][keep], self.image_id(index), self.transforms)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(root={str(self.root)!r}, years={self.years}, image_set={self.image_set!r}, "
-            f"images={len(self)}, classes={self.num_classes})"
-        )
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "years": self.years, "image_set": self.image_set, **super()._repr_fields()}
