@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from framework.config.overrides import with_new_settings
 from framework.data.datasets.coco import decode_rgb, detection_sample
 from framework.data.loader import collate
-from framework.engine.checkpoint import CheckpointError, load_checkpoint
+from framework.engine.checkpoint import load_checkpoint
 
 ImageInput = str | os.PathLike | Tensor
 
@@ -110,11 +110,9 @@ class Predictor:
 
 
 def load_inference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's contents, refused early (CheckpointError) when it lacks the config or the weights."""
-    ckpt = load_checkpoint(path)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(f"{path} has no config or model weights; it was not written by tools/train.py.")
-    return ckpt
+    """The checkpoint's contents, refused early (CheckpointError, one paragraph saying what the file holds and what
+    to do) when it is not a checkpoint of this framework with `model` weights and a `config`."""
+    return load_checkpoint(path, purpose="model")
 
 
 def find_images(source: str | os.PathLike) -> list[Path]:

@@ -318,7 +318,7 @@ class Runner:
         from the freshly composed `cfg` (tools/test.py, tools/plot_run.py)."""
         from framework.config.overrides import merge_saved_config
 
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint, purpose="model")  # a clear error unless it holds model + config
         runner = cls.from_config(merge_saved_config(ckpt["config"], cfg, overrides), training=False)
         runner.model.load_state_dict(ckpt["model"])
         runner.epoch = ckpt.get("epoch", 0)
@@ -716,7 +716,7 @@ class Runner:
 
     def resume(self, path: str | Path) -> bool:
         """Restore a run from its checkpoint; False when it has nothing left to train."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path, map_location=self.device, purpose="resume")  # model, config, epoch, iter
         trained = ckpt["epoch"]
         saved_max = ckpt.get("config", {}).get("trainer", {}).get("max_epochs", trained)
         if trained >= self.max_epochs and not ckpt.get("batch_in_epoch"):
