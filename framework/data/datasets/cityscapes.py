@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
 from pycocotools.coco import COCO
-from torchvision import tv_tensors
 
+from framework.data.datasets.base import DetectionDataset, box_annotations, coco_index, concat, offsets_of
 from framework.data.datasets.box_report import count_boxes
-from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
+from framework.data.errors import DatasetNotFoundError
 from framework.data.datasets.roots import missing_path_error
 from framework.data.errors import DatasetError
 
@@ -226,11 +225,7 @@ def _scan(left: Path, inst_path: Path) -> _Scanned:
     return _Scanned(h, w, *_objects_from_ids(ids, inst_path))
 
 
-def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
-
-
-class CityscapesDetection(torch.utils.data.Dataset):
+class CityscapesDetection(DetectionDataset):
     """Detection samples from a Cityscapes folder: the 8 instance classes, boxes from the instance masks.
 
     Args:
@@ -244,6 +239,9 @@ class CityscapesDetection(torch.utils.data.Dataset):
     ``tv_tensors.Image`` and ``{"boxes": BoundingBoxes XYXY, "labels": int64 0..7, "image_id": int,
     "orig_size": (H, W)}``. Images are ordered by their path (``<city>/<name>``); ``image_id`` is the 1-based
     position in that order over the whole split (stable under ``filter_empty``), ``ids[index]`` is it.
+
+    The arrays keep every image of the split, since :attr:`coco` holds the whole split's ground truth;
+    ``filter_empty`` only narrows the samples (``_kept``).
     """
 
     def __init__(
@@ -260,6 +258,7 @@ class CityscapesDetection(torch.utils.data.Dataset):
         self.transforms = transforms
         self.img_dir: Path = self.root / "leftImg8bit" / split
         self.ann_dir: Path = self.root / "gtFine" / split
+        self._image_root = self.img_dir
         hint = _layout_hint(self.root, split)
         if not self.root.is_dir():
             raise missing_path_error(self.root, "Cityscapes root", hint)
@@ -271,12 +270,7 @@ class CityscapesDetection(torch.utils.data.Dataset):
         files = sorted(p.relative_to(self.img_dir).as_posix() for p in self.img_dir.glob(f"*/*{LEFT_SUFFIX}"))
         if not files:
             raise DatasetNotFoundError(f"No <city>/*{LEFT_SUFFIX} images under {self.img_dir}.\n{hint}")
-
-        self.classes: list[str] = list(CITYSCAPES_CLASSES)
-        self.num_classes: int = len(self.classes)
-        self.cat_ids: list[int] = list(range(1, self.num_classes + 1))
-        self.label_to_cat_id: list[int] = list(self.cat_ids)
-        self.cat_id_to_label: dict[int, int] = {c: c - 1 for c in self.cat_ids}
+        self._set_classes(CITYSCAPES_CLASSES)
 
         pairs = [(self.img_dir / f, self.ann_dir / (f[: -len(LEFT_SUFFIX)] + INSTANCE_IDS_SUFFIX)) for f in files]
         # PNG decoding and numpy release the GIL: threads make the one-off scan of ~3000 full-size PNGs a few
@@ -289,44 +283,38 @@ class CityscapesDetection(torch.utils.data.Dataset):
                 scanned = list(pool.map(lambda p: _scan(*p), pairs))
 
         self._files: list[str] = files  # relative to img_dir, e.g. "aachen/aachen_000000_000019_leftImg8bit.png"
+        self._image_ids = np.arange(1, len(files) + 1, dtype=np.int64)
         self._sizes = np.asarray([(s.height, s.width) for s in scanned], dtype=np.int64).reshape(-1, 2)
-        self._offsets = np.zeros(len(scanned) + 1, dtype=np.int64)
-        np.cumsum([len(s.labels) for s in scanned], out=self._offsets[1:])
-        self._boxes = _concat([s.boxes for s in scanned], (0, 4), np.float32)
-        self._labels = _concat([s.labels for s in scanned], (0,), np.int64)
-        self._areas = _concat([s.areas for s in scanned], (0,), np.int64)
-        self._crowd_offsets = np.zeros(len(scanned) + 1, dtype=np.int64)
-        np.cumsum([len(s.crowd_labels) for s in scanned], out=self._crowd_offsets[1:])
-        self._crowd_boxes = _concat([s.crowd_boxes for s in scanned], (0, 4), np.float32)
-        self._crowd_labels = _concat([s.crowd_labels for s in scanned], (0,), np.int64)
-        self._crowd_areas = _concat([s.crowd_areas for s in scanned], (0,), np.int64)
+        self._offsets = offsets_of([len(s.labels) for s in scanned])
+        self._boxes = concat([s.boxes for s in scanned], (0, 4), np.float32)
+        self._labels = concat([s.labels for s in scanned], (0,), np.int64)
+        self._areas = concat([s.areas for s in scanned], (0,), np.int64)
+        self._crowd_offsets = offsets_of([len(s.crowd_labels) for s in scanned])
+        self._crowd_boxes = concat([s.crowd_boxes for s in scanned], (0, 4), np.float32)
+        self._crowd_labels = concat([s.crowd_labels for s in scanned], (0,), np.int64)
+        self._crowd_areas = concat([s.crowd_areas for s in scanned], (0,), np.int64)
 
         # Boxes are the extents of mask pixels: never empty, NaN or outside the image. The report is here so that
         # every dataset has one (all zeros).
         self.box_report: dict[str, int] = count_boxes(np.zeros(0, dtype=np.int8))
-
-        positions = np.arange(len(files))
-        if filter_empty:
-            positions = positions[np.diff(self._offsets) > 0]
-        self.ids: list[int] = [int(p) + 1 for p in positions]
-        self._coco: COCO | None = None
+        kept = np.arange(len(files))
+        self._kept = kept[np.diff(self._offsets) > 0] if filter_empty else kept
 
     # ------------------------------------------------------------------ metadata
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._kept)
 
-    def _pos(self, index: int) -> int:
-        """Position of a sample in the full (unfiltered) split."""
-        return self.ids[index] - 1
+    def _row(self, index: int) -> int:
+        return int(self._kept[range(len(self._kept))[index]])
 
-    def _info(self, pos: int) -> dict[str, Any]:
-        h, w = self._sizes[pos]
-        return {"id": pos + 1, "file_name": self._files[pos], "height": int(h), "width": int(w)}
+    @property
+    def ids(self) -> list[int]:
+        """Image ids of the samples, in order. A new list on each access: index it once."""
+        return (self._kept + 1).tolist()
 
-    def get_image_info(self, index: int) -> dict[str, Any]:
-        """Image record (id, file_name relative to ``leftImg8bit/<split>``, height, width): no decoding."""
-        return self._info(self._pos(index))
+    def _file_name(self, row: int) -> str:
+        return self._files[row]
 
     def get_annotation(self, index: int) -> dict[str, Any]:
         """Ground truth of one image: instances and group regions (``crowd``) as arrays, boxes XYXY.
@@ -334,85 +322,41 @@ class CityscapesDetection(torch.utils.data.Dataset):
         ``{"image_id", "boxes" (N, 4) float32, "labels" (N,) int64, "areas" (N,) int64,
         "crowd_boxes" (M, 4) float32, "crowd_labels" (M,) int64, "crowd_areas" (M,) int64}``.
         """
-        pos = self._pos(index)
-        s = slice(self._offsets[pos], self._offsets[pos + 1])
-        c = slice(self._crowd_offsets[pos], self._crowd_offsets[pos + 1])
+        row = self._row(index)
+        s = self._objects(row)
+        c = slice(self._crowd_offsets[row], self._crowd_offsets[row + 1])
         return {
-            "image_id": pos + 1,
-            "boxes": self._boxes[s].copy(),
-            "labels": self._labels[s].copy(),
+            **self._ground_truth(row),
             "areas": self._areas[s].copy(),
             "crowd_boxes": self._crowd_boxes[c].copy(),
             "crowd_labels": self._crowd_labels[c].copy(),
             "crowd_areas": self._crowd_areas[c].copy(),
         }
 
-    @property
-    def coco(self) -> COCO:
-        """The whole split's ground truth as an in-memory pycocotools ``COCO`` object, for the COCO evaluator.
+    def _build_coco(self) -> COCO:
+        """The whole split's ground truth (filtered-out images included).
 
         Category ids ``1..8`` (``label_to_cat_id``), image ids = ``image_id``; every instance with its mask's box and
         pixel count as ``area`` (what COCO's small/medium/large split uses), every group region with
-        ``iscrowd=1``. Box AP over the 8 classes on it is what mmdetection reports for Cityscapes. Built on first
-        use (training workers never need it) and not pickled.
+        ``iscrowd=1``. Box AP over the 8 classes on it is what mmdetection reports for Cityscapes.
         """
-        if self._coco is None:
-            images: list[dict[str, Any]] = []
-            anns: list[dict[str, Any]] = []
-            for pos in range(len(self._files)):
-                images.append(self._info(pos))
-                for offsets, boxes, labels, areas, crowd in (
-                    (self._offsets, self._boxes, self._labels, self._areas, 0),
-                    (self._crowd_offsets, self._crowd_boxes, self._crowd_labels, self._crowd_areas, 1),
-                ):
-                    s = slice(offsets[pos], offsets[pos + 1])
-                    for (x0, y0, x1, y1), label, area in zip(boxes[s].tolist(), labels[s].tolist(), areas[s].tolist()):
-                        anns.append({
-                            "id": len(anns) + 1,
-                            "image_id": pos + 1,
-                            "category_id": int(label) + 1,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "area": float(area),
-                            "iscrowd": crowd,
-                        })
-            data = {
-                "info": {"description": f"Cityscapes {self.split} (gtFine instances, {self.root})"},
-                "images": images,
-                "annotations": anns,
-                "categories": [{"id": c, "name": n, "supercategory": _SUPERCATEGORY.get(n, "vehicle")}
-                               for c, n in zip(self.cat_ids, self.classes)],
-            }
-            self._coco = coco_index(data)
-        return self._coco
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        for row in range(len(self._files)):
+            images.append(self._info(row))
+            s = self._objects(row)
+            c = slice(self._crowd_offsets[row], self._crowd_offsets[row + 1])
+            anns += box_annotations(row + 1, self._boxes[s].tolist(), self._labels[s].tolist(), len(anns) + 1,
+                                    areas=self._areas[s].tolist())
+            anns += box_annotations(row + 1, self._crowd_boxes[c].tolist(), self._crowd_labels[c].tolist(),
+                                    len(anns) + 1, areas=self._crowd_areas[c].tolist(), iscrowd=1)
+        return coco_index({
+            "info": {"description": f"Cityscapes {self.split} (gtFine instances, {self.root})"},
+            "images": images,
+            "annotations": anns,
+            "categories": self._categories(lambda name: _SUPERCATEGORY.get(name, "vehicle")),
+        })
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
-        return state
-
-    # ------------------------------------------------------------------ samples
-
-    def image_path(self, index: int) -> Path:
-        """The image file of sample `index` (what dataset scans check)."""
-        return self.img_dir / self._files[self._pos(index)]
-
-    def _load_image(self, pos: int) -> torch.Tensor:
-        return decode_rgb(self.img_dir / self._files[pos], f"image_id={pos + 1}")
-
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        pos = self._pos(index)
-        data = self._load_image(pos)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
-        s = slice(self._offsets[pos], self._offsets[pos + 1])
-        # The scan checked the PNG sizes agree; clipping to the decoded size keeps the contract if a file changed.
-        boxes = self._boxes[s].copy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return detection_sample(data, boxes[keep], self._labels[s][keep], pos + 1, self.transforms)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
-            f"instances={len(self._labels)}, crowd_regions={len(self._crowd_labels)}, classes={self.num_classes})"
-        )
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "split": self.split, "images": len(self), "instances": len(self._labels),
+                "crowd_regions": len(self._crowd_labels), "classes": self.num_classes}
