@@ -22,7 +22,7 @@ from PIL import Image
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
 from framework.data.errors import DatasetError
 
-__all__ = ["CocoTables", "box_area", "load_coco_json", "pack_strings", "read_coco_tables"]
+__all__ = ["CocoTables", "box_area", "load_coco_json", "pack_strings", "read_coco_tables", "unpack_string"]
 
 _I64 = (-(2**63), 2**63 - 1)
 _MISSING = object()
@@ -96,6 +96,11 @@ def pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
 
 
+def unpack_string(buffer: np.ndarray, offsets: np.ndarray, i: int) -> str:
+    """String `i` of a `pack_strings` result."""
+    return bytes(buffer[offsets[i]:offsets[i + 1]]).decode("utf-8", "surrogatepass")
+
+
 @dataclass(frozen=True, eq=False)
 class CocoTables:
     """Images sorted by id, and their usable annotations grouped by image (in file order within an image)."""
@@ -113,7 +118,7 @@ class CocoTables:
     box_report: dict[str, int]
 
     def file_name(self, i: int) -> str:
-        return bytes(self.names[self.name_offsets[i]:self.name_offsets[i + 1]]).decode("utf-8", "surrogatepass")
+        return unpack_string(self.names, self.name_offsets, i)
 
     def select(self, keep: np.ndarray) -> CocoTables:
         """The tables of the images where `keep` (bool, (N,)) is true."""

@@ -37,17 +37,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 import yaml
 from pycocotools.coco import COCO
-from torchvision import tv_tensors
 
+from framework.data.datasets.base import (DetectionDataset, box_annotations, check_class_names, coco_index,
+                                          images_with_boxes, offsets_of)
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
-from framework.data.datasets.coco import DatasetNotFoundError, coco_index, decode_rgb, detection_sample
-from framework.data.datasets.coco_tables import pack_strings
+from framework.data.datasets.coco_tables import pack_strings, unpack_string
 from framework.data.datasets.roots import check_exists, missing_path_error
 from framework.data.datasets.voc import _header_size, _read_text
-from framework.data.errors import DatasetError
+from framework.data.errors import DatasetError, DatasetNotFoundError
 from framework.data.scan import default_workers
 
 __all__ = ["IMAGE_SUFFIXES", "DataYaml", "YOLODataset", "label_path", "read_data_yaml"]
@@ -276,14 +275,7 @@ def _read_images(images: list[str], num_classes: int) -> list[tuple[tuple[int, i
         return [r for chunk in done for r in chunk]
 
 
-def _ranges(counts: np.ndarray) -> np.ndarray:
-    """Offsets (len(counts) + 1,) of consecutive groups of the given sizes."""
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
-
-
-class YOLODataset(torch.utils.data.Dataset):
+class YOLODataset(DetectionDataset):
     """Detection samples of one split of an ultralytics ``data.yaml`` (see the module docstring).
 
     Args:
@@ -309,20 +301,15 @@ class YOLODataset(torch.utils.data.Dataset):
         spec = read_data_yaml(data)
         self.data: Path = spec.file
         self.root: Path = spec.root
+        self._image_root = spec.root
         self.split = split
         self.transforms = transforms
         if classes is not None:
-            self.classes: list[str] = [str(c) for c in classes]
-            if not self.classes or len(set(self.classes)) != len(self.classes):
-                raise ValueError(f"classes must be a non-empty list of distinct names, got {self.classes}")
+            self._set_classes(check_class_names(classes))
             self.classes_source = "the dataset's classes argument"
         else:
-            self.classes = spec.names
+            self._set_classes(spec.names)
             self.classes_source = f"the names of {spec.file}"
-        self.num_classes: int = len(self.classes)
-        self.cat_ids: list[int] = list(range(1, self.num_classes + 1))
-        self.label_to_cat_id: list[int] = list(self.cat_ids)
-        self.cat_id_to_label: dict[int, int] = {c: c - 1 for c in self.cat_ids}
 
         images = spec.images(split)
         n = len(images)
@@ -354,18 +341,17 @@ class YOLODataset(torch.utils.data.Dataset):
         good[np.flatnonzero(readable)[(codes == OK) | (codes == CLIPPED)]] = True
         boxes[readable] = clipped
 
-        keep = np.bincount(img_of[good], minlength=n) > 0 if filter_empty else np.ones(n, dtype=bool)
+        keep = images_with_boxes(img_of[good], n) if filter_empty else np.ones(n, dtype=bool)
         idx = np.flatnonzero(keep)
         rows = good & keep[img_of]
         self._image_ids = np.arange(1, n + 1, dtype=np.int64)[idx]
         self._sizes = sizes[idx]
         self._files, self._file_offsets = pack_strings([self._relative(images[i]) for i in idx])
-        self._offsets = _ranges(np.bincount(img_of[rows], minlength=n)[idx])
+        self._offsets = offsets_of(np.bincount(img_of[rows], minlength=n)[idx])
         self._boxes = boxes[rows].astype(np.float32)
         self._labels = labels[rows]
-        self._poly_offsets = _ranges(npts[rows])
+        self._poly_offsets = offsets_of(npts[rows])
         self._points = points[np.repeat(rows, npts)].astype(np.float32)
-        self._coco: COCO | None = None
 
     def _relative(self, image: str) -> str:
         """The image's path relative to the root where it lies inside it (the file_name of the COCO view)."""
@@ -390,94 +376,38 @@ class YOLODataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ metadata
 
-    def __len__(self) -> int:
-        return len(self._image_ids)
-
-    def _pos(self, index: int) -> int:
-        """`index` as a row of the arrays: negative ones count from the end, others past it raise IndexError."""
-        return range(len(self._image_ids))[index]
-
-    @property
-    def ids(self) -> list[int]:
-        """Image ids of the samples, in order. A new list on each access: index it once."""
-        return self._image_ids.tolist()
-
-    def image_id(self, index: int) -> int:
-        return int(self._image_ids[self._pos(index)])
-
-    def _file_name(self, i: int) -> str:
-        return bytes(self._files[self._file_offsets[i]:self._file_offsets[i + 1]]).decode("utf-8", "surrogatepass")
-
-    def image_path(self, index: int) -> Path:
-        """The image file of sample `index` (what dataset scans check)."""
-        return self.root / self._file_name(self._pos(index))
+    def _file_name(self, row: int) -> str:
+        return unpack_string(self._files, self._file_offsets, row)
 
     def label_path(self, index: int) -> Path:
         """The label file of sample `index` (it may not exist: a background image)."""
         return label_path(self.image_path(index))
 
-    def get_image_info(self, index: int) -> dict[str, Any]:
-        """Image record (id, file_name relative to the root, height, width) from the image header: no decoding."""
-        i = self._pos(index)
-        h, w = self._sizes[i]
-        return {"id": self.image_id(i), "file_name": self._file_name(i), "height": int(h), "width": int(w)}
-
     def get_annotation(self, index: int) -> dict[str, Any]:
         """Ground truth of one image: ``{"image_id", "boxes": float32 (N, 4) XYXY pixels, "labels": int64 (N,)}``,
         boxes clipped to the image; row ``j`` is polygon ``j`` of :meth:`polygons`."""
-        i = self._pos(index)
-        s = slice(self._offsets[i], self._offsets[i + 1])
-        return {"image_id": self.image_id(i), "boxes": self._boxes[s].copy(), "labels": self._labels[s].copy()}
+        return self._ground_truth(self._row(index))
 
     def polygons(self, index: int) -> list[np.ndarray]:
         """The polygon of each object of image `index` as float32 (P, 2) points in pixels (x, y), in the order of
         :meth:`get_annotation`; an object written as a box row has an empty (0, 2) array."""
-        i = self._pos(index)
+        i = self._row(index)
         o = self._poly_offsets[self._offsets[i]:self._offsets[i + 1] + 1]
         return [self._points[a:b].copy() for a, b in zip(o[:-1], o[1:])]
 
-    @property
-    def coco(self) -> COCO:
-        """The labels as an in-memory pycocotools ``COCO`` index, the ground truth of the COCO evaluator.
+    def _build_coco(self) -> COCO:
+        """The labels as the COCO evaluator's ground truth: category ids ``1..K`` (``label_to_cat_id``), image ids
+        ``image_id``; objects written as polygons carry them as ``segmentation``."""
+        images, anns = [], []
+        for row in range(len(self)):
+            images.append(self._info(row))
+            s = self._objects(row)
+            new = box_annotations(images[-1]["id"], self._boxes[s].tolist(), self._labels[s].tolist(), len(anns) + 1)
+            for ann, poly in zip(new, self.polygons(row)):
+                if len(poly):
+                    ann["segmentation"] = [poly.reshape(-1).tolist()]
+            anns += new
+        return coco_index({"images": images, "annotations": anns, "categories": self._categories(lambda _: "yolo")})
 
-        Category ids are ``1..K`` (``label_to_cat_id``), image ids ``image_id``; objects written as polygons carry
-        them as ``segmentation``. Built on first use, since training workers never need it, and not pickled.
-        """
-        if self._coco is None:
-            images, anns = [], []
-            for i in range(len(self)):
-                info = self.get_image_info(i)
-                images.append(info)
-                for box, label, poly in zip(self._boxes[self._offsets[i]:self._offsets[i + 1]].tolist(),
-                                            self._labels[self._offsets[i]:self._offsets[i + 1]].tolist(),
-                                            self.polygons(i)):
-                    x0, y0, x1, y1 = box
-                    ann = {"id": len(anns) + 1, "image_id": info["id"], "category_id": label + 1,
-                           "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
-                    if len(poly):
-                        ann["segmentation"] = [poly.reshape(-1).tolist()]
-                    anns.append(ann)
-            categories = [{"id": c, "name": n, "supercategory": "yolo"} for c, n in zip(self.cat_ids, self.classes)]
-            self._coco = coco_index({"images": images, "annotations": anns, "categories": categories})
-        return self._coco
-
-    # ------------------------------------------------------------------ samples
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_coco"] = None  # rebuilt on demand; loader workers only need the arrays
-        return state
-
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        i = self._pos(index)
-        data = decode_rgb(self.image_path(i), f"image_id={self.image_id(i)}")
-        h, w = int(data.shape[-2]), int(data.shape[-1])
-        s = slice(self._offsets[i], self._offsets[i + 1])
-        # Clipped to the header's size already; again to the decoded size (what they are drawn on from now on).
-        codes, boxes = check_boxes(self._boxes[s], h, w)
-        keep = (codes == OK) | (codes == CLIPPED)
-        return detection_sample(data, boxes[keep], self._labels[s][keep], self.image_id(i), self.transforms)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(data={str(self.data)!r}, split={self.split!r}, images={len(self)}, "
-                f"classes={self.num_classes})")
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"data": str(self.data), "split": self.split, **super()._repr_fields()}
