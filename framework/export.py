@@ -35,7 +35,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torchvision
@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from framework.data.loader import collate
 from framework.fileio import atomic_write
-from framework.models.heads import FCOSHead, RetinaHead, YOLOHead
 from framework.models.ops.postprocess import Postprocessor
+from framework.protocols import ExportableHead
 
 log = logging.getLogger(__name__)
 
@@ -61,49 +61,21 @@ class ExportDependencyError(ImportError):
     """onnx / onnxscript / onnxruntime is missing."""
 
 
-# --- dense predictions: every prior decoded, before any selection --------------------------------------------
-
-def _retina_dense(head: RetinaHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
-    cls_logits, deltas, sizes = head(feats)
-    anchors = head.anchor_generator.compute(sizes, cls_logits.device)
-    boxes = head.box_coder.decode(deltas.float(), anchors)
-    na = head.anchor_generator.num_base_anchors
-    return boxes, cls_logits.sigmoid(), [h * w * na for h, w in sizes]
-
-
-def _fcos_dense(head: FCOSHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
-    cls_logits, dist, ctr_logits, sizes = head(feats)
-    points, strides = head.points.compute(sizes, cls_logits.device)
-    scores = torch.sqrt(cls_logits.sigmoid() * ctr_logits.sigmoid()[..., None])
-    return head.box_coder.decode(dist.float(), points, strides), scores, [h * w for h, w in sizes]
-
-
-def _yolo_dense(head: YOLOHead, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list]:
-    """Both YOLO head variants: `head.distances` takes the DFL expectation or the softplus."""
-    cls_logits, box_out, sizes = head(feats)
-    points, strides = head.point_generator.compute(sizes, cls_logits.device)
-    boxes = head.box_coder.decode(head.distances(box_out), points, strides)
-    return boxes, cls_logits.sigmoid(), [h * w for h, w in sizes]
-
-
-# The heads whose `predict` is "dense scores → topk_per_level → decode → Postprocessor": each function above is
-# that `predict` up to the candidate selection, over all priors (decoding is elementwise, so decoding everything
-# then gathering equals PyTorch's gather-then-decode bit for bit; the YOLO head's DFL expectation is not, so its
-# `predict` takes it over every point as well). Two-stage heads (Faster R-CNN) are not here: their second stage
-# runs on a data-dependent set of proposals per image.
-DENSE_HEADS: dict[type, Callable[[Any, Sequence[Tensor]], tuple[Tensor, Tensor, list]]] = {
-    RetinaHead: _retina_dense, FCOSHead: _fcos_dense, YOLOHead: _yolo_dense,
-}
-
-
-def _dense_fn(model: nn.Module) -> Callable[[Any, Sequence[Tensor]], tuple[Tensor, Tensor, list]]:
+def _exportable_head(model: nn.Module) -> ExportableHead:
+    """The model's head if it can be exported: one with `dense_predictions` and a `postprocess`
+    (`framework.protocols.ExportableHead`: every prior decoded, before the candidate selection that
+    `select_detections` re-states). Two-stage heads (Faster R-CNN) have no `dense_predictions`: their second stage
+    runs on a data-dependent set of proposals per image."""
     head = getattr(model, "head", None)
-    for cls, fn in DENSE_HEADS.items():
-        if isinstance(head, cls):
-            return fn
-    supported = ", ".join(c.__name__ for c in DENSE_HEADS)
-    raise ExportError(f"ONNX export supports the one-stage heads ({supported}); this model's head is "
-                      f"{type(head).__name__}.")
+    missing = [name for name in ("dense_predictions", "postprocess") if not hasattr(head, name)]
+    if not missing and isinstance(head, ExportableHead):
+        return head
+    from framework.models import heads
+
+    supported = ", ".join(name for name in heads.__all__ if hasattr(getattr(heads, name), "dense_predictions"))
+    lacks = ", ".join(missing) or "the members of framework.protocols.ExportableHead"
+    raise ExportError(f"ONNX export supports the one-stage heads, which have dense_predictions(features) "
+                      f"({supported}); this model's head is {type(head).__name__}, which has no {lacks}.")
 
 
 def clip_to_images(boxes: Tensor, image_sizes: Tensor) -> Tensor:
@@ -168,9 +140,8 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: nn.Module, nms: bool = True) -> None:
         super().__init__()
-        self.dense = _dense_fn(model)
         self.model, self.nms = model, nms
-        post = model.head.postprocess
+        post = _exportable_head(model).postprocess
         if nms and post.nms_type != "nms":
             raise ExportError(f"model.head.nms_type={post.nms_type} has no ONNX operator (only plain NMS has: ONNX "
                               "NonMaxSuppression). Export with nms=false and run it yourself, or override "
@@ -181,7 +152,7 @@ class ExportWrapper(nn.Module):
         return ["boxes", "scores", "labels", "num_detections"] if self.nms else ["boxes", "scores"]
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
-        boxes, scores, level_sizes = self.dense(self.model.head, self.model.extract_features(images))
+        boxes, scores, level_sizes = self.model.head.dense_predictions(self.model.extract_features(images))
         boxes = clip_to_images(boxes, image_sizes)
         if not self.nms:
             return boxes, scores.float()

@@ -156,6 +156,15 @@ class FCOSHead(nn.Module):
         loss_ctr = self.centerness_loss(ctr_logits[pos], ctr_target) / num_pos
         return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_centerness": loss_ctr}
 
+    def dense_predictions(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """Every point decoded, before any selection (what the ONNX export runs): boxes `[B, P, 4]` (XYXY, input
+        pixels, not clipped), scores `[B, P, K]` = sqrt(cls · centerness) as in `predict`, and the points per level.
+        Bit for bit `predict`'s numbers up to its candidate selection (decoding is elementwise)."""
+        cls_logits, dist, ctr_logits, sizes = self(feats)
+        points, strides = self.points.compute(sizes, cls_logits.device)
+        scores = torch.sqrt(cls_logits.sigmoid() * ctr_logits.sigmoid()[..., None])
+        return self.box_coder.decode(dist.float(), points, strides), scores, [h * w for h, w in sizes]
+
     @torch.no_grad()
     def predict(
         self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],

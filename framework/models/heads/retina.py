@@ -118,6 +118,18 @@ class RetinaHead(nn.Module):
             loss_box = self.box_loss(deltas[pos], self.box_coder.encode(pos_gt, pos_anchors))
         return {"loss_cls": loss_cls, "loss_box": loss_box / num_pos}
 
+    def dense_predictions(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """Every anchor decoded, before any selection (what the ONNX export runs): boxes `[B, A, 4]` (XYXY, input
+        pixels, not clipped), class probabilities `[B, A, K]` and the anchors per level. `predict` up to its
+        candidate selection, over all anchors: decoding is elementwise, so decoding everything and then gathering
+        gives `predict`'s numbers bit for bit. Uses `AnchorGenerator.compute` (no cache), which `torch.export`
+        records in the graph when the sizes are symbolic."""
+        cls_logits, deltas, sizes = self(feats)
+        anchors = self.anchor_generator.compute(sizes, cls_logits.device)
+        boxes = self.box_coder.decode(deltas.float(), anchors)
+        na = self.anchor_generator.num_base_anchors
+        return boxes, cls_logits.sigmoid(), [h * w * na for h, w in sizes]
+
     @torch.no_grad()
     def predict(
         self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],

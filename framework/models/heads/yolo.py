@@ -201,6 +201,16 @@ class YOLOHead(nn.Module):
             losses["loss_dfl"] = self.dfl_loss(bins, target_dist, weight) / normalizer
         return losses
 
+    def dense_predictions(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """Every point decoded, before any selection (what the ONNX export runs): boxes `[B, P, 4]` (XYXY, input
+        pixels, not clipped), class probabilities `[B, P, K]` and the points per level. Both variants: `distances`
+        takes the DFL expectation or the softplus; `predict` takes it over every point too, so the numbers agree
+        bit for bit."""
+        cls_logits, box_out, sizes = self(feats)
+        points, strides = self.point_generator.compute(sizes, cls_logits.device)
+        boxes = self.box_coder.decode(self.distances(box_out), points, strides)
+        return boxes, cls_logits.sigmoid(), [h * w for h, w in sizes]
+
     @torch.no_grad()
     def predict(
         self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],
