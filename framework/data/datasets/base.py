@@ -14,9 +14,10 @@ and lists the kept ones). Why flat arrays and not a dict per object: the dataset
 worker, and a few arrays stay small and shared where millions of dicts are copied page by page.
 
 The bad-image policy (``dataset.on_bad_image``) needs nothing from a dataset but that it decodes through
-:func:`decode_rgb`, which reports a missing or broken file as a ``BadImageError``
-and repairs it under ``load_repairing``; :meth:`DetectionDataset._load_image` is that one call. It lives here, with
-:func:`detection_sample` (the sample contract) and :func:`coco_index`, and ``coco.py`` re-exports all three.
+:func:`decode_rgb`, which reports a missing or broken file as a ``BadImageError`` and repairs it under
+``load_repairing``; :meth:`DetectionDatasetBase._load_image` is that one call. :func:`decode_rgb`,
+:func:`detection_sample` (the sample contract) and :func:`coco_index` were first written for COCO and are still
+importable from ``coco.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from framework.data.datasets.box_report import CLIPPED, OK, check_boxes
 from framework.data.errors import BadImageError
 from framework.data.scan import first_line
 
-__all__ = ["DetectionDataset", "box_annotations", "check_class_names", "clip_boxes", "coco_index", "concat",
+__all__ = ["DetectionDatasetBase", "box_annotations", "check_class_names", "clip_boxes", "coco_index", "concat",
            "decode_rgb", "detection_sample", "images_with_boxes", "offsets_of"]
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
@@ -138,9 +139,10 @@ def box_annotations(image_id: int, boxes: Sequence[Sequence[float]], labels: Seq
     return anns
 
 
-class DetectionDataset(torch.utils.data.Dataset):
+class DetectionDatasetBase(torch.utils.data.Dataset):
     """Samples in the framework's contract (``image``, ``target``) from per-image arrays; see the module docstring
-    for what a subclass provides.
+    for what a subclass provides. Subclasses satisfy :class:`framework.protocols.DetectionDataset`, which a dataset
+    of one's own may also meet without this class.
 
     Holds the class table (``classes``, ``num_classes``, and the mapping between contiguous labels and the
     dataset's category ids that evaluators use), the lazily built pycocotools index (:attr:`coco`, never sent to

@@ -39,7 +39,8 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import DetectionDataset, box_annotations, coco_index, concat, offsets_of
+from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, coco_index, concat,
+                                          offsets_of)
 from framework.data.datasets.box_report import count_boxes
 from framework.data.errors import DatasetNotFoundError
 from framework.data.datasets.roots import missing_path_error
@@ -225,7 +226,7 @@ def _scan(left: Path, inst_path: Path) -> _Scanned:
     return _Scanned(h, w, *_objects_from_ids(ids, inst_path))
 
 
-class CityscapesDetection(DetectionDataset):
+class CityscapesDetection(DetectionDatasetBase):
     """Detection samples from a Cityscapes folder: the 8 instance classes, boxes from the instance masks.
 
     Args:

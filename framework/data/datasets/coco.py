@@ -17,8 +17,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 # coco_index, decode_rgb and detection_sample are shared by every dataset and live in base.py; imported from here too
-from framework.data.datasets.base import (DetectionDataset, clip_boxes, coco_index, decode_rgb, detection_sample,
-                                          images_with_boxes)
+from framework.data.datasets.base import (DetectionDatasetBase, clip_boxes, coco_index, decode_rgb,
+                                          detection_sample, images_with_boxes)
 from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
 from framework.data.datasets.roots import missing_path_error
 from framework.data.errors import DatasetNotFoundError
@@ -67,7 +67,7 @@ def layout_hint(root: Path, ann_file: str, img_dir: str, advice: str = COCO_ADVI
     return "\n".join(lines)
 
 
-class CocoDetection(DetectionDataset):
+class CocoDetection(DetectionDatasetBase):
     """Detection samples from a COCO-layout folder.
 
     Crowd annotations are left out of ``boxes``/``labels``: pycocotools reads them
@@ -118,7 +118,7 @@ class CocoDetection(DetectionDataset):
             tables = tables.select(images_with_boxes(trainable, n))
         self._tables: CocoTables = tables
 
-    # The tables are the per-image arrays DetectionDataset reads.
+    # The tables are the per-image arrays DetectionDatasetBase reads.
     _image_ids = property(lambda self: self._tables.image_ids)
     _sizes = property(lambda self: self._tables.sizes)
     _offsets = property(lambda self: self._tables.offsets)

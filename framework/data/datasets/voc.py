@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import (DetectionDataset, box_annotations, check_class_names, clip_boxes,
+from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, clip_boxes,
                                           coco_index, concat, images_with_boxes, offsets_of)
 from framework.data.datasets.box_report import CLIPPED, EMPTY, NONFINITE, OK, check_boxes, report_boxes
 from framework.data.errors import DatasetNotFoundError
@@ -241,7 +241,7 @@ def _header_size(path: Path, why: str = "its annotation has no usable <size>") -
                            f"{str(e).strip() or type(e).__name__}") from e
 
 
-class VOCDetection(DetectionDataset):
+class VOCDetection(DetectionDatasetBase):
     """Detection samples from a VOCdevkit folder (one or more years concatenated).
 
     Args:

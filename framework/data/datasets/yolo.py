@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import (DetectionDataset, box_annotations, check_class_names, coco_index,
+from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, coco_index,
                                           images_with_boxes, offsets_of)
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
 from framework.data.datasets.coco_tables import pack_strings, unpack_string
@@ -275,7 +275,7 @@ def _read_images(images: list[str], num_classes: int) -> list[tuple[tuple[int, i
         return [r for chunk in done for r in chunk]
 
 
-class YOLODataset(DetectionDataset):
+class YOLODataset(DetectionDatasetBase):
     """Detection samples of one split of an ultralytics ``data.yaml`` (see the module docstring).
 
     Args:
