@@ -79,3 +79,36 @@ def test_missing_and_unsafe_checkpoints_are_refused(tmp_path):
     torch.save({"x": Evil()}, bad)
     with pytest.raises(CheckpointError, match="Refused to load .* posix.system"):
         load_checkpoint(bad)
+
+
+def test_check_checkpoint_describes_what_a_file_holds(tmp_path):
+    """`purpose` checks the content: each refusal names the file, what it holds and what to do (no tools, no model)."""
+    ours = {"model": {"w": torch.zeros(2)}, "config": {"model": {}}, "optimizer": None, "epoch": 0, "iter": 0}
+    cases = {
+        "converted": (ours, None),  # what tools/convert_*.py write (epoch 0, no optimizer) resumes as a fresh start
+        "no_iter": ({k: v for k, v in ours.items() if k != "iter"}, "no `iter`"),
+        "mask_rcnn": ({"backbone.body.conv1.weight": torch.zeros(1), "roi_heads.mask_predictor.mask_fcn_logits.weight":
+                       torch.zeros(1)}, "not one tools/convert_torchvision.py converts"),
+        "yolo": ({"model.0.conv.weight": torch.zeros(1), "model.22.dfl.conv.weight": torch.zeros(1)},
+                 "python tools/convert_ultralytics.py --weights"),
+        "ours_bare": ({"backbone.stem.0.weight": torch.zeros(1), "head.cls_out.bias": torch.zeros(1)},
+                      "this framework's own detector (Detector.state_dict()), saved without the config"),
+        "wrapped": ({"state_dict": {"a.weight": torch.zeros(1)}, "meta": {}},
+                    "a dict with keys state_dict, meta, weights (1 tensors) under 'state_dict', no model or config"),
+        "list": ([1, 2, 3], "it holds a list of 3 items"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save(content, path)
+        if expected is None:
+            assert load_checkpoint(path, purpose="resume")["epoch"] == 0
+            continue
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path, purpose="resume")
+        message = str(info.value)
+        assert message.startswith(f"Cannot resume from {path}: it holds ") and expected in message, message
+        assert "\n" not in message
+    assert load_checkpoint(tmp_path / "no_iter.pth", purpose="model")["epoch"] == 0  # evaluation needs no iter
+    (tmp_path / "empty_file.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"it holds nothing \(an empty file, 0 bytes\)"):
+        load_checkpoint(tmp_path / "empty_file.pth", purpose="model")
