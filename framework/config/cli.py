@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from framework.config import CONFIG_DIR
 from framework.config.instantiation import check_targets
+from framework.config.overrides import parse_overrides
 from framework.config.validation import (
     ConfigError, check_components, check_interpolations, check_ranges, did_you_mean, group_options, is_group,
     missing_keys, unknown_key_message,
@@ -69,7 +70,10 @@ def expand_group_shortcuts(argv: list[str]) -> list[str]:
 
 
 def _parse_args(argv: list[str]) -> Any:
-    """Hydra's own argument parser, raising ConfigError where argparse would print its usage and exit."""
+    """Hydra's own argument parser, raising ConfigError where argparse would print its usage and exit.
+
+    Private API (Hydra's internal utils): Hydra has no public parser for its flags (--cfg, -m, --config-name, …), and
+    a copy of the flag list would drift from the one `hydra.main` parses right after this check."""
     from hydra._internal.utils import get_args_parser
 
     parser = get_args_parser()
@@ -83,11 +87,8 @@ def _parse_args(argv: list[str]) -> Any:
 
 def _parse_overrides(overrides: list[str]) -> list[Any]:
     """Hydra's parse of the overrides; on failure, a message about the first override that does not parse."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
     try:
-        parsed = parser.parse_overrides(overrides)
+        parsed = parse_overrides(overrides)
     except Exception as exc:
         failure: Exception = exc
     else:
@@ -98,7 +99,7 @@ def _parse_overrides(overrides: list[str]) -> list[Any]:
         return parsed
     for arg in overrides:
         try:
-            parser.parse_overrides([arg])
+            parse_overrides([arg])
         except Exception as exc:
             raise ConfigError(_parse_error(arg, exc)) from None
     raise ConfigError(f"Could not parse the command-line overrides: {str(failure).splitlines()[0][:200]}")
@@ -119,26 +120,24 @@ SWEEP_CHECK_LIMIT = 20  # values of one sweep checked (a long range is not compo
 
 def _sweep_values(o: Any, parsed: list[Any]) -> list[str]:
     """The overrides one sweep stands for, as the basic sweeper enumerates them (the first SWEEP_CHECK_LIMIT)."""
-    from hydra.core.override_parser.types import Glob, RangeSweep, Transformer, ValueType
-
     key, value, line = o.get_key_element(), o.value(), o.input_line
-    if o.value_type == ValueType.INTERVAL_SWEEP:
+    if o.is_interval_sweep():
         if any(p.key_or_group == "hydra/sweeper" for p in parsed):
             return []  # sampled by the chosen sweeper plugin: nothing to enumerate
         raise ConfigError(f"'{line}': interval() is sampled by sweeper plugins (hydra/sweeper=optuna, …); the "
                           f"basic sweeper enumerates only lists (a,b), range() and glob().")
-    if isinstance(value, Glob):
+    if o.value_type.name == "GLOB_CHOICE_SWEEP":  # glob(): Hydra needs its config loader to list the options
         if not is_group(CONFIG_DIR, o.key_or_group):
             raise ConfigError(f"'{line}': glob() chooses among the options of a config group, and "
                               f"'{o.key_or_group}' is not one; list the values instead ({key}=a,b).")
         items: Any = value.filter(group_options(CONFIG_DIR, o.key_or_group))
-    elif isinstance(value, RangeSweep):
+    elif o.is_range_sweep():
         if value.step == 0:
             raise ConfigError(f"'{line}': the step of range() must not be 0.")
-        items = value.range()  # not sweep_iterator: a shuffled range would be listed whole first
+        items = map(str, value.range())  # not sweep_iterator: a shuffled range would be listed whole first
     else:
-        items = o.sweep_iterator()
-    values = [f"{key}={Transformer.str(v)}" for v in itertools.islice(items, SWEEP_CHECK_LIMIT)]
+        items = o.sweep_string_iterator()
+    values = [f"{key}={v}" for v in itertools.islice(items, SWEEP_CHECK_LIMIT)]
     if not values:
         raise ConfigError(f"'{line}' sweeps over no values.")
     return values
@@ -175,10 +174,9 @@ def _expand_sweeps(parsed: list[Any]) -> list[list[str]]:
 def _diagnose(config_name: str, overrides: list[str], exc: Exception) -> str:
     """Explain why composing `overrides` failed, naming the offending override."""
     from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf.errors import ValidationError
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     # 1. an unknown option of a config group
     for o in parsed:
         msg = _group_option_message(o)
@@ -247,7 +245,7 @@ def _config_exists(name: str) -> bool:
     """A primary config: configs/<name>.yaml, or a structured config stored as <name> (e.g. train_schema)."""
     from hydra.core.config_store import ConfigStore
 
-    return (CONFIG_DIR / f"{name}.yaml").is_file() or f"{name}.yaml" in ConfigStore.instance().repo
+    return (CONFIG_DIR / f"{name}.yaml").is_file() or f"{name}.yaml" in ConfigStore.instance().list("")
 
 
 UNEXPECTED = "Unexpected error while checking the config"

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from framework.config.validation import ConfigError
+from framework.config.validation import ConfigError, locate
 
 DEFAULT_PREFIXES: tuple[str, ...] = ("framework.", "torch.", "torchvision.", "timm.")
 
@@ -70,8 +70,6 @@ def _resolved_name(obj: Any) -> str | None:
 
 def check_target(target: Any, key: str, prefixes: tuple[str, ...]) -> None:
     """Refuse `target` (the value of `key`) unless it is a dotted name inside the allow-list."""
-    from hydra._internal.utils import _locate
-
     allowed = ", ".join(prefixes)
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"'{key}' must be the dotted name of a class or function, got {target!r}.")
@@ -83,7 +81,7 @@ def check_target(target: Any, key: str, prefixes: tuple[str, ...]) -> None:
         raise ConfigError(f"'{key}' names '{target}', which reads or writes files or loads code; a config may not "
                           "instantiate it.")
     try:
-        obj = _locate(target)
+        obj = locate(target)
     except Exception:
         return  # not importable: check_components reports it with a suggestion
     resolved = _resolved_name(obj)
@@ -93,25 +91,18 @@ def check_target(target: Any, key: str, prefixes: tuple[str, ...]) -> None:
 
 
 def _targets(node: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """Every `_target_` below `node` with its dotted key, without resolving interpolations elsewhere."""
-    if isinstance(node, DictConfig):
-        if node._is_none() or node._is_missing() or node._is_interpolation():
-            return
-        for key in node.keys():
-            child = node._get_node(key)
-            full = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                if not child._is_missing():
-                    yield full, node.get("_target_")
-            elif isinstance(child, (DictConfig, ListConfig)):
-                yield from _targets(child, full)
-    elif isinstance(node, ListConfig):
-        if node._is_none() or node._is_missing() or node._is_interpolation():
-            return
-        for i in range(len(node)):
-            child = node._get_node(i)
-            if isinstance(child, (DictConfig, ListConfig)):
-                yield from _targets(child, f"{path}[{i}]")
+    """Every `_target_` below `node` with its dotted key, resolving only the `_target_` values themselves: an
+    interpolated section is checked where it points, a missing (`???`) one has nothing to check yet."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        dict_node = isinstance(node, DictConfig)
+        for key in node.keys() if dict_node else range(len(node)):
+            if OmegaConf.is_missing(node, key):
+                continue
+            full = (f"{path}.{key}" if path else str(key)) if dict_node else f"{path}[{key}]"
+            if key == "_target_" and dict_node:
+                yield full, node[key]
+            elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], (DictConfig, ListConfig)):
+                yield from _targets(node[key], full)
     elif isinstance(node, dict):
         for key, child in node.items():
             full = f"{path}.{key}" if path else str(key)
@@ -138,22 +129,27 @@ def check_targets(cfg: Any, extra: Iterable[str] | None = None, path: str = "") 
 
 
 def _allow_setting(cfg: Any) -> list[str]:
-    root = cfg._get_root() if isinstance(cfg, (DictConfig, ListConfig)) else cfg
-    if isinstance(root, DictConfig) and "allow_targets" in root:
-        value = root._get_node("allow_targets")
-        if value is None or value._is_none() or value._is_missing():
+    """`allow_targets` of the root config that `cfg` belongs to (a tool instantiates sub-nodes such as cfg.model)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        # an interpolation is resolved from the root config, so a throwaway child of `cfg` reads the root's key
+        probe = OmegaConf.create({"allow": "${oc.select:allow_targets,null}"}, parent=cfg)
+        try:
+            value = probe.allow
+        except Exception:  # the root is a list, or its allow_targets does not resolve: nothing extra is allowed
             return []
-        items = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else [value._value()]
-        return [str(v) for v in items]
-    if isinstance(root, dict):
-        return [str(v) for v in root.get("allow_targets") or []]
-    return []
+        items = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else [value]
+    elif isinstance(cfg, dict):
+        items = cfg.get("allow_targets") or []
+    else:
+        return []
+    return [str(v) for v in items if v is not None]
 
 
 def _key_of(node: Any) -> str:
     """The dotted key of a config node within its root (for messages)."""
     if isinstance(node, (DictConfig, ListConfig)):
         try:
+            # private: no public OmegaConf API gives a node's key within its root; it only names the key in messages
             return node._get_full_key(None) or ""
         except Exception:
             return ""

@@ -1,4 +1,4 @@
-"""Apply the command-line overrides of `tools/test.py` to the config saved in a checkpoint.
+"""Command-line overrides: Hydra's parse of them, and applying them to the config saved in a checkpoint.
 
 The checkpoint's config is what the model was trained with; only what the user names on the command line is
 taken from the freshly composed config: a whole subtree for a group choice (`dataset=coco`, `model/backbone=…`),
@@ -19,6 +19,16 @@ from framework.config.validation import is_group
 _OWN_KEYS = ("checkpoint", "work_dir", "experiment_name", "allow_targets")
 
 
+def parse_overrides(overrides: Sequence[str]) -> list[Any]:
+    """Hydra's own parse of command-line overrides (key, value, sweep, `+`/`~` prefix), raising on bad grammar.
+
+    Private API (Hydra's override parser), the one home of its use: Hydra exposes the override grammar only to its
+    plugins, and re-implementing it would drift from what `hydra.main` accepts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
 def run_dir_of(checkpoint: str) -> str:
     """The training run folder of a checkpoint: `<run>/checkpoints/best.pth` → `<run>`."""
     parent = Path(checkpoint).expanduser().parent
@@ -35,10 +45,8 @@ def with_new_settings(saved: DictConfig) -> DictConfig:
 
 
 def merge_saved_config(saved: dict[str, Any], composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     cfg = with_new_settings(OmegaConf.create(saved))
-    for o in OverridesParser.create().parse_overrides(list(overrides)):
+    for o in parse_overrides(overrides):
         key = o.key_or_group
         if key.startswith("hydra") or key in _OWN_KEYS:
             continue

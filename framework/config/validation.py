@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import logging
 import math
 import re
 import types
@@ -43,10 +44,11 @@ def group_options(config_dir: Path, group: str) -> list[str]:
 
     folder = config_dir / group
     names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
-    node: Any = ConfigStore.instance().repo
-    for part in group.split("/"):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    names |= {k[:-5] for k in node if isinstance(k, str) and k.endswith(".yaml")} if isinstance(node, dict) else set()
+    try:
+        stored = ConfigStore.instance().list(group)
+    except OSError:  # nothing stored under this group
+        stored = []
+    names |= {n[:-5] for n in stored if n.endswith(".yaml")}
     return sorted(names)
 
 
@@ -60,16 +62,17 @@ def is_group(config_dir: Path, key: str) -> bool:
 
 
 def _select_parent(cfg: DictConfig, path: Sequence[str]) -> tuple[Any, int]:
-    """Walk `path` as far as it exists; return the last node reached and how many parts were found."""
+    """Walk `path` as far as it exists; return the last node reached and how many parts were found (a `???`, an
+    interpolation or a plain value on the way ends the walk: none of them is a section one can add keys to)."""
     node: Any = cfg
     for depth, part in enumerate(path):
-        if isinstance(node, DictConfig) and part in node.keys():  # `in node` is False for a `???` value
-            node = node._get_node(part)
-            node = node if isinstance(node, (DictConfig, ListConfig)) else None
-            if node is None:
-                return None, depth + 1
-        else:
+        if not (isinstance(node, DictConfig) and part in node.keys()):  # `in node` is False for a `???` value
             return node, depth
+        if OmegaConf.is_missing(node, part) or OmegaConf.is_interpolation(node, part):
+            return None, depth + 1
+        node = node[part]
+        if not isinstance(node, (DictConfig, ListConfig)):
+            return None, depth + 1
     return node, len(path)
 
 
@@ -93,25 +96,28 @@ def unknown_key_message(cfg: DictConfig, key: str, override: str, where: str = "
 
 def missing_keys(cfg: DictConfig | ListConfig, path: str = "") -> list[str]:
     """Keys still set to `???`, found without resolving interpolations (which may need Hydra's runtime)."""
-    out: list[str] = []
-    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg._iter_ex(resolve=False))
-    for key, _ in items:
-        node = cfg._get_node(key)
-        full = f"{path}.{key}" if path else str(key)
-        if node._is_missing():
-            out.append(full)
-        elif isinstance(node, (DictConfig, ListConfig)) and not node._is_none() and not node._is_interpolation():
-            out.extend(missing_keys(node, full))
-    return out
+    return [full for full, parent, key, _ in _walk(cfg, path) if OmegaConf.is_missing(parent, key)]
 
 
 # ----------------------------------------------------------------------------------------------- component nodes
 
 
-def _locate(path: str) -> Any:
-    from hydra._internal.utils import _locate as hydra_locate  # get_object() would also log the failure
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
-    return hydra_locate(path)
+
+def locate(path: str) -> Any:
+    """The object a dotted `_target_` names, found as `hydra.utils.instantiate` finds it (`hydra.utils.get_object`),
+    without the error line get_object logs when it is not there: the caller explains that itself."""
+    from hydra.utils import get_object
+
+    log, quiet = logging.getLogger("hydra.utils"), _Quiet()
+    log.addFilter(quiet)
+    try:
+        return get_object(path)
+    finally:
+        log.removeFilter(quiet)
 
 
 def _scalar_ok(value: Any, hint: Any) -> bool | None:
@@ -199,8 +205,7 @@ FROM_DATA = ("${dataset.num_classes}",)
 
 
 def _filled_from_data(cfg: DictConfig, key: str) -> bool:
-    node = cfg._get_node(key)
-    return node is not None and node._is_interpolation() and str(node._value()) in FROM_DATA
+    return OmegaConf.is_interpolation(cfg, key) and raw_text(cfg, key) in FROM_DATA
 
 
 def _type_error(cfg: DictConfig, key: str, full: str, value: Any, hint: Any, target: str) -> ConfigError:
@@ -209,9 +214,9 @@ def _type_error(cfg: DictConfig, key: str, full: str, value: Any, hint: Any, tar
     if index is None:
         return ConfigError(f"'{full}' is {_clip(repr(value))} ({type(value).__name__}), but {expected}. Fix the value "
                            f"in the YAML file or the override.")
-    item, node = value[index], cfg._get_node(key)
-    raw = node._get_node(index) if isinstance(node, ListConfig) else None
-    source = f" (from {_clip(str(raw._value()), 60)})" if raw is not None and raw._is_interpolation() else ""
+    item, node = value[index], cfg[key]
+    interpolated = isinstance(node, ListConfig) and OmegaConf.is_interpolation(node, index)
+    source = f" (from {_clip(raw_text(node, index), 60)})" if interpolated else ""
     return ConfigError(f"'{full}.{index}' is {_clip(repr(item))} ({type(item).__name__}){source}, but {expected}. "
                        f"Fix the value in the YAML file or the override.")
 
@@ -226,9 +231,10 @@ SETTINGS_BLOCKS: dict[str, dict[str, tuple[str, ...]]] = {
 
 def _check_settings_blocks(cfg: DictConfig, path: str) -> None:
     for block, allowed in SETTINGS_BLOCKS.get(path, {}).items():
-        node = cfg._get_node(block) if block in cfg else None
-        if node is None or node._is_none():
+        node = _plain_value(cfg, block) if block in cfg else None
+        if node is None or node is _UNSET:
             continue
+        node = cfg[block]
         if not isinstance(node, DictConfig):
             raise ConfigError(f"'{path}.{block}' must be a mapping of {', '.join(allowed)}.")
         for key in node.keys():
@@ -266,11 +272,11 @@ def _check_component_keys(cfg: DictConfig) -> None:
         parent = _section(cfg, parent_key)
         if parent is None or key not in parent.keys():
             continue
-        node = parent._get_node(key)
-        if node._is_missing() or node._is_interpolation():
+        if OmegaConf.is_missing(parent, key) or OmegaConf.is_interpolation(parent, key):
             continue  # `???` is reported by missing_keys; an interpolation where it points
-        if not isinstance(node, DictConfig) or node._is_none() or "_target_" not in node:
-            shown = "null" if node._is_none() else _clip(repr(_plain_value(parent, key)), 80)
+        node = parent[key]
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            shown = "null" if node is None else _clip(repr(_plain_value(parent, key)), 80)
             group = full.split(".")[0]
             raise ConfigError(f"'{full}' is {shown}, but it must be a component: a mapping with _target_ and the "
                               f"class's arguments, as in configs/{group}/. Choose another one with {group}=<option>, "
@@ -296,20 +302,22 @@ def check_components(cfg: DictConfig, path: str = "") -> None:
     for key in cfg.keys():
         if key in SETTINGS_BLOCKS.get(path, {}):
             continue
-        node = cfg._get_node(key)
-        if isinstance(node, (DictConfig, ListConfig)) and not node._is_missing() and not node._is_none():
+        if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+            continue  # an interpolation is checked where it points
+        node = cfg[key]
+        if isinstance(node, (DictConfig, ListConfig)):
             check_components(node, f"{path}.{key}" if path else str(key))
 
 
 def _check_target(cfg: DictConfig, target: str, path: str) -> None:
     where = f"'{path}._target_'" if path else "'_target_'"
     try:
-        obj = _locate(target)
+        obj = locate(target)
     except Exception:
         module, _, name = target.rpartition(".")
         hint = ""
         try:
-            mod = _locate(module)
+            mod = locate(module)
             hint = did_you_mean(name, [n for n in dir(mod) if not n.startswith("_")], prefix=f"{module}.")
         except Exception:
             pass
@@ -364,7 +372,7 @@ def _plain_value(cfg: DictConfig | ListConfig, key: Any) -> Any:
     """`cfg[key]` as plain Python with interpolations resolved, or _UNSET when it is missing (`???`) or cannot be
     resolved here (e.g. `${hydra:…}`, which needs Hydra's runtime): such values are not ours to judge."""
     try:
-        if cfg._get_node(key)._is_missing():
+        if OmegaConf.is_missing(cfg, key):
             return _UNSET
         value = cfg[key]
         if isinstance(value, (DictConfig, ListConfig)):
@@ -374,17 +382,24 @@ def _plain_value(cfg: DictConfig | ListConfig, key: Any) -> Any:
         return _UNSET
 
 
-def _walk(cfg: DictConfig | ListConfig, path: str = "") -> Iterator[tuple[str, DictConfig | ListConfig, Any]]:
-    """(dotted key, parent, key) of every value below `cfg`, without resolving; interpolated, missing and null
+def raw_text(parent: DictConfig | ListConfig, key: Any) -> str:
+    """The text of the value at `parent[key]` as written, e.g. the interpolation `${trainer.max_epochs}` itself."""
+    return str(OmegaConf.to_container(parent, resolve=False)[key])
+
+
+Walked = Iterator[tuple[str, "DictConfig | ListConfig", Any, Any]]
+
+
+def _walk(cfg: DictConfig | ListConfig, path: str = "", raw: Any = None) -> Walked:
+    """(dotted key, parent, key, value as written) of every value below `cfg`, without resolving: the value as
+    written is the `${…}` text of an interpolation and '???' for a missing value. Interpolated, missing and null
     containers are not entered (their values are met where the interpolation points)."""
-    keys = list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg))
-    for key in keys:
-        node = cfg._get_node(key)
+    raw = OmegaConf.to_container(cfg, resolve=False) if raw is None else raw
+    for key, value in (raw.items() if isinstance(raw, dict) else enumerate(raw)):
         full = f"{path}.{key}" if path else str(key)
-        yield full, cfg, key
-        if isinstance(node, (DictConfig, ListConfig)) and not (
-                node._is_interpolation() or node._is_missing() or node._is_none()):
-            yield from _walk(node, full)
+        yield full, cfg, key, value
+        if isinstance(value, (dict, list)):  # a container as written: neither `${…}`, `???` nor null
+            yield from _walk(cfg[key], full, value)
 
 
 # --------------------------------------------------------------------------------------------- interpolations
@@ -409,10 +424,9 @@ def _origin(cfg: DictConfig, full: str, raw: str) -> tuple[str, str]:
     while (ref := re.fullmatch(r"\$\{([A-Za-z_][\w.]*)\}", raw.strip())) and ref.group(1) not in seen:
         parent_key, _, leaf = ref.group(1).rpartition(".")
         parent = OmegaConf.select(cfg, parent_key, throw_on_resolution_failure=False) if parent_key else cfg
-        node = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
-        if node is None or not node._is_interpolation():
+        if not (isinstance(parent, DictConfig) and leaf in parent.keys() and OmegaConf.is_interpolation(parent, leaf)):
             break
-        full, raw = ref.group(1), str(node._value())
+        full, raw = ref.group(1), raw_text(parent, leaf)
         seen.add(full)
     return full, raw
 
@@ -421,13 +435,10 @@ def check_interpolations(cfg: DictConfig) -> None:
     """Resolve every `${…}` that can be resolved before Hydra runs and raise ConfigError for the first that cannot:
     an unknown key, an unknown resolver, a grammar error, or a result of the wrong type for a schema field. Left
     alone, these surface mid-run as OmegaConf tracebacks when the key is first read."""
-    for full, parent, key in _walk(cfg):
-        if full == "hydra" or full.startswith("hydra."):
+    for full, parent, key, written in _walk(cfg):
+        if full == "hydra" or full.startswith("hydra.") or not OmegaConf.is_interpolation(parent, key):
             continue
-        node = parent._get_node(key)
-        if not node._is_interpolation():
-            continue
-        raw = str(node._value())
+        raw = str(written)
         try:
             value = parent[key]
             if isinstance(value, (DictConfig, ListConfig)):
@@ -629,8 +640,7 @@ def _check_value(parent: DictConfig | ListConfig, key: Any, full: str, rule: Ran
     value = _plain_value(parent, key)
     if value is _UNSET or not rule.judges(value) or rule.accepts(value):
         return
-    node = parent._get_node(key)
-    raw = str(node._value()) if node._is_interpolation() else None
+    raw = raw_text(parent, key) if OmegaConf.is_interpolation(parent, key) else None
     raise _range_error(full, value, rule, raw)
 
 
@@ -647,7 +657,7 @@ def _check_size_order(dataset: DictConfig) -> None:
 
 
 def _check_arguments(cfg: DictConfig | ListConfig, path: str = "") -> None:
-    for full, parent, key in _walk(cfg, path):
+    for full, parent, key, _ in _walk(cfg, path):
         if not isinstance(parent, DictConfig) or "_target_" not in parent or full.startswith("hydra."):
             continue
         rule = ARGUMENT_RANGES.get(str(key)) or (IOU_RANGE if IOU_ARGUMENT.search(str(key)) else None)
