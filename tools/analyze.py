@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from framework.analysis import analyze, format_table
 from framework.config.cli import hydra_cli
 from framework.config.validation import ConfigError
-from framework.engine.runner import PRECISIONS, resolve_device
+from framework.engine.setup import PRECISIONS, resolve_device
 from framework.fileio import atomic_write
 
 logger = logging.getLogger("framework")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from framework.config.cli import hydra_cli
 from framework.config.overrides import merge_saved_config
 from framework.config.validation import ConfigError
-from framework.engine.runner import resolve_device
+from framework.engine.setup import resolve_device
 from framework.fileio import atomic_write
 from framework.inference import Predictor, chunks, find_images, load_image, load_inference_checkpoint
 from framework.visualization import draw_detections

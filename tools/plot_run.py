@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
-from framework.engine.runner import Runner
+from framework.engine.build import build_for_checkpoint
 from framework.visualization import plot_results
 
 logger = logging.getLogger("framework")
@@ -40,9 +40,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.plots:
         checkpoint = run_checkpoint(run_dir, cfg.checkpoint)
         overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] not in ("run_dir", "plots")]
-        runner = Runner.for_checkpoint(checkpoint, cfg, overrides)
-        runner.plots = True
-        runner.evaluate(plot_dir=run_dir)
+        model, evaluation, epoch = build_for_checkpoint(checkpoint, cfg, overrides)
+        evaluation.write_plots(evaluation.run(model, epoch), run_dir)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
-from framework.engine.runner import Runner
+from framework.engine import distributed
+from framework.engine.build import build_for_checkpoint
 
 
 @hydra_cli("test")
 def main(cfg: DictConfig) -> None:
-    runner = Runner.for_checkpoint(cfg.checkpoint, cfg, HydraConfig.get().overrides.task)
+    model, evaluation, epoch = build_for_checkpoint(cfg.checkpoint, cfg, HydraConfig.get().overrides.task)
     out = cfg.output_dir or cfg.work_dir  # output_dir=…: the outputs there instead of next to the checkpoint
-    metrics = runner.evaluate(plot_dir=out)
-    runner.write_eval_outputs(metrics, out)
+    result = evaluation.run(model, epoch)
+    if cfg.evaluation.plots and distributed.current().is_main:
+        evaluation.write_plots(result, out)
+    evaluation.write_outputs(result.metrics, out)
 
 
 if __name__ == "__main__":

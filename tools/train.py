@@ -10,15 +10,15 @@ import sys
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
-from framework.engine.runner import Runner
+from framework.engine.build import build_trainer
 
 
 @hydra_cli("train")
 def main(cfg: DictConfig) -> None:
-    runner = Runner.from_config(cfg)
-    runner.train()
-    if runner.interrupted:
-        sys.exit(128 + runner.interrupted)
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    if trainer.interrupt is not None and trainer.interrupt.received:
+        sys.exit(128 + trainer.interrupt.received)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from framework.config.validation import (
 )
 from framework.data.errors import DatasetError
 from framework.engine.checkpoint import CheckpointError, find_cause
-from framework.engine.runner import NonFiniteLossError
+from framework.engine.callbacks.nonfinite import NonFiniteLossError
 from framework.models.backbones.resnet import PretrainedWeightsError
 from framework.models.backbones.timm import TimmNotInstalledError
 

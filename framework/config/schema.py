@@ -7,7 +7,7 @@ checked against their class signature instead (see `validation.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -84,6 +84,9 @@ class TrainConfig:
     scheduler: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # name -> callback node (configs/callbacks/default.yaml); `~callbacks.NAME` removes one, `+callbacks.NAME._target_`
+    # adds one (docs/callbacks.md)
+    callbacks: Dict[str, Any] = field(default_factory=dict)
     experiment_name: str = MISSING
     work_dir: str = MISSING
     seed: int = 0
