@@ -30,25 +30,31 @@ __all__ = ["Backbone", "DetectionDataset", "Evaluator", "ExportableHead", "Head"
 @runtime_checkable
 class DetectionDataset(Protocol):
     """A detection dataset: samples for training and validation, plus the class list and the ground truth the
-    evaluators read (CocoDetection, VOCDetection, ShapesDataset, CityscapesDetection, YOLODataset are ones).
+    evaluators read. The built-in ones (COCO, VOC, Cityscapes, YOLO, shapes) derive from
+    `framework.data.datasets.base.DetectionDatasetBase`, which provides all of this from a few flat arrays; a
+    dataset of one's own may use it or meet this protocol without it (tests/test_plugins.py does).
 
     The evaluators (framework/evaluation/build.py) read the ground truth from one place, a pycocotools `COCO`
     index (`coco`), together with the mapping between the contiguous labels and its category ids; the runner
     checks `num_classes` against the model and the training split's `classes` against the validation split's.
-    A dataset that is not COCO-shaped on disk builds that index in memory: see `framework.data.datasets.coco
-    .coco_index(dict)`, which takes a COCO-format dict (`images`, `annotations` with XYWH `bbox`, `area`,
-    `iscrowd`, `categories`).
+    A dataset that is not COCO-shaped on disk builds that index in memory with
+    `framework.data.datasets.base.coco_index(dict)` from a COCO-format dict (`images` with `id`, `width`,
+    `height`; `annotations` with XYWH `bbox`, `area`, `iscrowd`, `category_id`; `categories`), and its samples with
+    `framework.data.datasets.base.detection_sample(image, boxes, labels, image_id, transforms)`.
 
     Optional members the framework uses when present (not part of the runtime check):
 
-    - `transforms`: a callable `(image, target) -> (image, target)` applied by `__getitem__`; the runner passes
-      the validation pipeline as the `transforms=` argument of the val dataset and sets the attribute to None for
-      a moment to read raw images (visualization);
+    - `transforms`: a callable `(image, target) -> (image, target)` applied by `__getitem__`. The val dataset is
+      built with the validation pipeline as its `transforms=` argument (so its constructor must take one); the
+      training split is built without and wrapped in a `PipelineDataset`. The runner sets the attribute to None
+      for a moment to read raw images (visualization);
+    - `image_path(i) -> Path`: the image file of sample `i`, for the check of every image file before training
+      (`dataset.scan_images=true`, the default; a dataset without it needs `dataset.scan_images=false`, as one
+      whose images are no files does);
+    - `get_image_info(i) -> {"id", "file_name", "height", "width"}`: the size of sample `i` without decoding it,
+      for aspect-ratio grouping (without it, batches are not grouped);
     - `ids`: the image ids in sample order (`ground_truth` follows it when they are ints, else the index's
       sorted ids);
-    - `get_image_info(i) -> {"id", "file_name", "height", "width"}`: the size of sample `i` without decoding it
-      (aspect-ratio grouping);
-    - `image_path(i) -> Path`: the image file of sample `i` (the scan for unreadable images before training);
     - `classes_source`: a string saying where the class names were read from (for error messages).
     """
 

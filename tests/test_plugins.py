@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from framework.config import CONFIG_DIR
-from framework.data.datasets.coco import coco_index, detection_sample
+from framework.data.datasets.base import coco_index, detection_sample
 from framework.models.losses import FocalLoss, GIoULoss
 from framework.models.ops.anchors import PointGenerator
 from framework.models.ops.box_coder import DistanceBoxCoder
