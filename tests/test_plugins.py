@@ -3,12 +3,11 @@ framework/protocols.py only, run through the whole framework: composed into a co
 allowed with `allow_targets`), trained for a few epochs, evaluated with the COCO evaluator and exported to ONNX
 (checked with onnxruntime). Nothing in framework/ knows these classes.
 
-The engine calls sit in `fit` and `evaluate` below, and nowhere else, so that the switch to the new engine
-(`framework.engine.build.build_trainer(cfg).fit()`) is a change there only.
+The engine calls sit in `fit` and `evaluation_of` below, and nowhere else. A callback of the test's own
+(`LossHistory`) records the losses, through the same `callbacks:` node as the built-in behaviours.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,19 +36,30 @@ HERE = __name__  # the dotted name configs use for the classes below (tests.test
 # --- the engine, in one place ---------------------------------------------------------------------------------
 
 def fit(cfg: Any) -> Any:
-    """Build everything from `cfg` and train; returns the object that holds the trained `model` and evaluates.
-    New engine: `trainer = build_trainer(cfg); trainer.fit(); return trainer`."""
-    from framework.engine.runner import Runner
+    """Build everything from `cfg` and train; returns the trainer (its `model` is the trained one)."""
+    from framework.engine.build import build_trainer
 
-    runner = Runner.from_config(cfg)
-    runner._plot_results = lambda: None  # results.png costs seconds of matplotlib; a callback to leave out later
-    runner.train()
-    return runner
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    return trainer
 
 
-def evaluate(trained: Any) -> dict[str, float]:
-    """The validation metrics of the trained model (the COCO evaluator: `bbox_mAP`, `bbox_mAP_50`, …)."""
-    return trained.evaluate()
+def evaluation_of(trainer: Any) -> tuple[dict[str, float], Any]:
+    """The metrics of the evaluation after the last epoch (the COCO evaluator: `bbox_mAP`, `bbox_mAP_50`, …), and
+    the evaluator that computed them."""
+    from framework.engine.callbacks import EvalSchedule
+
+    return trainer.results["last"], trainer.callback(EvalSchedule).evaluation.evaluator
+
+
+class LossHistory:
+    """A callback of one's own (`+callbacks.losses._target_=…`): the total loss of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step_end(self, trainer: Any, losses: Any) -> None:
+        self.losses.append(sum(losses.values()))
 
 
 # --- a dataset of one's own: coloured rectangles drawn in memory ------------------------------------------------
@@ -201,7 +211,9 @@ def plugin_config(work_dir: Path, epochs: int) -> Any:
             "dataset.min_size=64", "dataset.max_size=96", "dataset.batch_size=8", "dataset.val_batch_size=8",
             "dataset.num_workers=0", "dataset.scan_images=false", "optimizer.lr=0.02", "scheduler.warmup_iters=2", "scheduler.milestones=[0.9]",
             f"trainer.max_epochs={epochs}", "trainer.eval_interval=100", "trainer.progress_bar=false",
-            "trainer.device=cpu", "trainer.vis_images=0", "evaluation.plots=false"])
+            "trainer.device=cpu", "trainer.vis_images=0", "evaluation.plots=false",
+            "+callbacks.metrics_log.plot=false",  # results.png: seconds of matplotlib
+            f"+callbacks.losses._target_={HERE}.LossHistory"])
     cfg.model = OmegaConf.create({
         "_target_": "framework.models.Detector",
         "backbone": {"_target_": f"{HERE}.TinyBackbone", "width": 16},
@@ -233,16 +245,15 @@ def test_a_plugin_head_and_dataset_train_evaluate_and_export(tmp_path):
     from framework.export import export_onnx, verify_onnx
 
     cfg = plugin_config(tmp_path / "run", epochs=16)
-    trained = fit(cfg)
-    model = trained.model
+    trainer = fit(cfg)
+    model = trainer.model
     assert isinstance(model.head, TinyPointHead) and isinstance(model.backbone, TinyBackbone)
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    losses = [r for r in map(json.loads, lines) if r["mode"] == "train"]
-    assert losses and all(math.isfinite(r["loss"]) for r in losses)
-    assert losses[-1]["loss"] < losses[0]["loss"]
+    losses = trainer.callback(LossHistory).losses
+    assert len(losses) == 16 * 4 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-4:]) < sum(losses[:4])
 
-    assert isinstance(trained.evaluator, Evaluator)
-    metrics = evaluate(trained)
+    metrics, evaluator = evaluation_of(trainer)
+    assert isinstance(evaluator, Evaluator)
     assert set(metrics) >= {"bbox_mAP", "bbox_mAP_50"} and 0.0 <= metrics["bbox_mAP"] <= 1.0
     assert metrics["bbox_mAP_50"] > 0.25, metrics  # it learnt: 0.48-0.79 at seeds 0-2, ~0 untrained
 
