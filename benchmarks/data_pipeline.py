@@ -10,17 +10,17 @@ Two measurements, both on generated shapes-style images (the image sets of bench
 this script imports rather than repeats):
 
 * Loader throughput. Each preset is composed like a training run (`pipeline=<preset> dataset.root=<generated>`),
-  its dataset built as `Runner.from_config` builds it, with every augmentation at full strength (GridMask's ramp
+  its dataset built as `build_trainer` builds it, with every augmentation at full strength (GridMask's ramp
   over, Mosaic/MixUp on), and fed through `build_dataloader(ds, batch_size=8, num_workers=W, shuffle=True)`:
   one full epoch of batches (collate included) after a warm-up that starts the workers, the best of --repeats
   epochs (`pipeline.through_loader`). The main process runs one torch thread, like a loader worker; with W=0 it
   is the one doing the work. This is the ceiling the loader puts on training: a model that consumes images faster
   than this waits for data whatever the GPU.
-* Data-wait share. A real training run: `Runner.from_config` on `model=--model pipeline=--share-preset
+* Data-wait share. A real training run: `build_trainer` on `model=--model pipeline=--share-preset
   dataset.num_workers=--share-workers`, one epoch of --share-iters iterations on `--device` (torch's default
   threads on a CPU), the pipeline at full strength as above (`pipeline.close_mosaic_epochs=0`, no GridMask ramp).
   The runner itself times, per log window, the time blocked on `next(loader)` (`data_time`) and the wall time per
-  optimizer step (`step_time`); both land in the run's metrics.jsonl (`Window.timing`, `Runner._log_window`), and
+  optimizer step (`step_time`); both land in the run's metrics.jsonl (`Window.timing`, the Progress callback), and
   this script reads them back. The share is sum(data_time × steps) / sum(step_time × steps) over the windows after
   the first (the first holds the workers' start-up and the first, slow iterations).
 
@@ -69,7 +69,8 @@ from framework.config import CONFIG_DIR  # noqa: E402
 from framework.config.cli import check_overrides  # noqa: E402
 from framework.config.validation import group_options  # noqa: E402
 from framework.data.datasets.shapes import generate_shapes  # noqa: E402
-from framework.engine.runner import Runner, resolve_device  # noqa: E402
+from framework.engine.build import build_trainer  # noqa: E402
+from framework.engine.setup import resolve_device  # noqa: E402
 
 QUICK_MODEL = "yolo_cspdarknet_s"  # the fastest model config to build and step on a CPU
 
@@ -153,10 +154,10 @@ def share_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     overrides = share_overrides(args, data_root, work_dir)
     cfg = check_overrides("train", overrides)
     overrides += full_strength(cfg)
-    runner = Runner.from_config(cfg)
-    runner._plot_results = lambda: None  # results.png (matplotlib, seconds of wall time) is not needed here
+    cfg.callbacks.metrics_log.plot = False  # results.png (matplotlib, seconds of wall time) is not needed here
+    runner = build_trainer(cfg)
     start = time.perf_counter()
-    runner.train()
+    runner.fit()
     wall = time.perf_counter() - start
     records = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
     applied = next(({k: v for k, v in r.items() if k not in ("mode", "epoch")}

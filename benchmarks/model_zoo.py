@@ -31,7 +31,7 @@ from framework.config import CONFIG_DIR  # noqa: E402
 from framework.config.cli import check_overrides  # noqa: E402
 from framework.config.validation import group_options  # noqa: E402
 from framework.data.datasets.shapes import generate_shapes  # noqa: E402
-from framework.engine.runner import Runner  # noqa: E402
+from framework.engine.build import build_trainer  # noqa: E402
 
 
 def build(model: str, extra: list[str]):
@@ -75,11 +75,11 @@ def train_and_eval(model: str, data_root: Path, work: Path, epochs: int, size: i
                  "trainer.progress_bar=false", "trainer.log_interval=50", f"experiment_name=zoo_{model}",
                  f"work_dir={work / model}"]
     cfg = build(model, [*overrides, *extra])
-    runner = Runner.from_config(cfg)
+    runner = build_trainer(cfg)
     if max_iters is not None:  # --quick: cut the loader short
         runner.train_loader = [b for _, b in zip(range(max_iters), runner.train_loader)]
     start = time.perf_counter()
-    result = runner.train()
+    result = runner.fit()
     return result["last"], time.perf_counter() - start
 
 

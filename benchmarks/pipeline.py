@@ -7,7 +7,7 @@
     python benchmarks/pipeline.py --quick --out /tmp/p.json    # smoke run: a handful of samples, no table claims
 
 Each preset is composed like a training run (`pipeline=<preset> dataset.root=<generated>`) and its dataset built as
-`Runner.from_config` builds it: `PipelineDataset(instantiate(cfg.dataset.train), instantiate(cfg.pipeline.train))`.
+`framework.engine.build.build_trainer` builds it: `PipelineDataset(instantiate(cfg.dataset.train), instantiate(cfg.pipeline.train))`.
 Two image sets are generated into a temporary folder:
 
 * shapes: `generate_shapes` at its native size (sides 112–160 px) with the dataset=shapes defaults

@@ -6,7 +6,7 @@ rest of the head's loss code, backward and the optimizer, from `torch.profiler` 
     python benchmarks/profile_step.py --model faster_rcnn_r50_fpn --steps 8 --workers 2
     python benchmarks/profile_step.py --quick --out /tmp/p.json        # smoke run, no claims
 
-The run is built like `tools/train.py` builds it (`Runner.from_config` on `model=<model> pipeline=<preset>` over
+The run is built like `tools/train.py` builds it (`build_trainer` on `model=<model> pipeline=<preset>` over
 generated shapes images of 640×480, `dataset.min_size`/`max_size` as given), so the loader, the pipeline, the
 model and the optimizer are the ones a user trains with. Each phase is a `torch.profiler.record_function` range,
 put around the modules' and helpers' calls from outside (no profiling code in the framework); a phase's time is
@@ -33,7 +33,7 @@ from versus_torchvision import REPO, machine, write_json  # noqa: E402
 
 from framework.config.cli import check_overrides  # noqa: E402
 from framework.data.datasets.shapes import generate_shapes  # noqa: E402
-from framework.engine.runner import Runner  # noqa: E402
+from framework.engine.build import build_trainer  # noqa: E402
 
 PHASES = ("data", "backbone", "neck", "head", "assignment", "loss", "head_other", "backward", "optimizer")
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"dataset.img_size={args.max_size}", "trainer.progress_bar=false", "experiment_name=profile_step",
             f"work_dir={Path(tmp) / 'run'}",
             *args.overrides])
-        runner = Runner.from_config(cfg)
+        runner = build_trainer(cfg)
         device, model = runner.device, runner.model
         load_at_start = load_avg()
         instrument(model, device)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             with record_function("data"):
                 batch = next(loader).to(device, non_blocking=True)
             shapes.append(list(batch.images.shape))
-            with runner._autocast():
+            with torch.autocast(device.type, dtype=runner.amp_dtype, enabled=runner.amp_dtype is not None):
                 losses = runner.train_model(batch.images.contiguous(memory_format=runner.memory_format),
                                             batch.targets, image_sizes=batch.image_sizes)
             loss = sum(losses.values())

@@ -35,7 +35,7 @@ class DetectionDataset(Protocol):
     dataset of one's own may use it or meet this protocol without it (tests/test_plugins.py does).
 
     The evaluators (framework/evaluation/build.py) read the ground truth from one place, a pycocotools `COCO`
-    index (`coco`), together with the mapping between the contiguous labels and its category ids; the runner
+    index (`coco`), together with the mapping between the contiguous labels and its category ids; the trainer
     checks `num_classes` against the model and the training split's `classes` against the validation split's.
     A dataset that is not COCO-shaped on disk builds that index in memory with
     `framework.data.datasets.base.coco_index(dict)` from a COCO-format dict (`images` with `id`, `width`,
@@ -46,11 +46,11 @@ class DetectionDataset(Protocol):
 
     - `transforms`: a callable `(image, target) -> (image, target)` applied by `__getitem__`. The val dataset is
       built with the validation pipeline as its `transforms=` argument (so its constructor must take one); the
-      training split is built without and wrapped in a `PipelineDataset`. The runner sets the attribute to None
+      training split is built without and wrapped in a `PipelineDataset`. The visualization callback sets the attribute to None
       for a moment to read raw images (visualization);
     - `image_path(i) -> Path`: the image file of sample `i`, for the check of every image file before training
-      (`dataset.scan_images=true`, the default; a dataset without it needs `dataset.scan_images=false`, as one
-      whose images are no files does);
+      (`dataset.scan_images=true`, the default; a dataset without it, e.g. one whose images are no files, is
+      not scanned);
     - `get_image_info(i) -> {"id", "file_name", "height", "width"}`: the size of sample `i` without decoding it,
       for aspect-ratio grouping (without it, batches are not grouped);
     - `ids`: the image ids in sample order (`ground_truth` follows it when they are ints, else the index's
@@ -178,11 +178,11 @@ class Head(Protocol):
     `_partial_: true`), and calls `loss` in train mode, `predict` in eval mode."""
 
     num_classes: int
-    """Foreground classes K; labels are `0..K-1` (the runner checks it against the dataset's `num_classes`)."""
+    """Foreground classes K; labels are `0..K-1` (the trainer checks it against the dataset's `num_classes`)."""
 
     def loss(self, feats: Sequence[Tensor], targets: Sequence[dict[str, Any]],
              image_sizes: Sequence[tuple[int, int]] | None = None) -> dict[str, Tensor]:
-        """The training losses by name (`loss_cls`, `loss_box`, …), each a scalar tensor; the runner sums them
+        """The training losses by name (`loss_cls`, `loss_box`, …), each a scalar tensor; the trainer sums them
         for the backward pass and logs each. `targets` are the batch's target dicts (boxes XYXY in the pixels of
         the padded batch, contiguous labels); `image_sizes` each image's (h, w) before padding."""
         ...

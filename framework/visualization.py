@@ -1,4 +1,4 @@
-"""Pictures of what a run sees and does, shared by tools/ and the runner: samples with their boxes, predictions over
+"""Pictures of what a run sees and does, shared by tools/ and the trainer: samples with their boxes, predictions over
 ground truth, and the training curves of a run's metrics.jsonl.
 
 Boxes are drawn with PIL rather than torchvision's ``draw_bounding_boxes`` because that puts the class name inside

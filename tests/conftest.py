@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Fixtures that take seconds (a training run, a batch of tool runs) and that several tests share. With
 # `--dist loadgroup` every test that uses one of them goes to the same xdist worker, so that each is set up once;
 # a session fixture is one group across modules, a module fixture one group per module.
-SHARED_FIXTURES = ("one_epoch_run", "trained_run", "ddp_run", "runs")
+SHARED_FIXTURES = ("one_epoch_run", "trained_run", "ddp_run", "runs", "engine_run")
 
 
 # Under xdist, the tests that start tools (tests/tools/, tests/benchmarks/) and the `slow` ones are handed out first,

@@ -203,13 +203,13 @@ class TinyPointHead(nn.Module):
 
 def plugin_config(work_dir: Path, epochs: int) -> Any:
     """The training config with the model and the dataset replaced by this module's classes; the rest (optimizer,
-    schedule, pipeline, evaluation) is the framework's. `dataset.scan_images=false`: the scan for unreadable image
-    files before training needs `image_path(i)`, and these images are no files."""
+    schedule, pipeline, evaluation) is the framework's. The scan for unreadable image files before training
+    (`dataset.scan_images`, on by default) finds no `image_path(i)` here (these images are no files) and skips."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [
             f"allow_targets=[{HERE}.]", "experiment_name=plugins", f"work_dir={work_dir}", "dataset.root=unused",
             "dataset.min_size=64", "dataset.max_size=96", "dataset.batch_size=8", "dataset.val_batch_size=8",
-            "dataset.num_workers=0", "dataset.scan_images=false", "optimizer.lr=0.02", "scheduler.warmup_iters=2", "scheduler.milestones=[0.9]",
+            "dataset.num_workers=0", "optimizer.lr=0.02", "scheduler.warmup_iters=2", "scheduler.milestones=[0.9]",
             f"trainer.max_epochs={epochs}", "trainer.eval_interval=100", "trainer.progress_bar=false",
             "trainer.device=cpu", "trainer.vis_images=0", "evaluation.plots=false",
             "+callbacks.metrics_log.plot=false",  # results.png: seconds of matplotlib

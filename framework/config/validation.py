@@ -3,7 +3,7 @@
 Hydra already refuses unknown keys (struct mode) and OmegaConf refuses wrongly typed values for schema fields, but
 their messages are spread over several lines with a traceback and never suggest the key that was meant. Here we
 diagnose the failure from the overrides themselves and add "did you mean …". A composed config is then checked
-further, each check usable on its own (the runner may call them on a checkpoint's config too):
+further, each check usable on its own (the trainer may call them on a checkpoint's config too):
 `check_interpolations` (every `${…}` resolvable outside Hydra's runtime resolves), `check_components` (every
 `_target_` node against its class's signature and type hints) and `check_ranges` (settings and component
 arguments within their bounds: SETTING_RANGES, ARGUMENT_RANGES).
@@ -200,7 +200,7 @@ def _bad_element(value: Any, hint: Any) -> int | None:
     return next((i for i, v in enumerate(value) if _scalar_ok(v, item) is False), None)
 
 
-#: values that may be null while composing because the runner fills them from the data before building anything
+#: values that may be null while composing because the trainer fills them from the data before building anything
 FROM_DATA = ("${dataset.num_classes}",)
 
 
@@ -262,7 +262,7 @@ def _check_special_keys(cfg: DictConfig, path: str) -> None:
             raise ConfigError(f"'{full}' is {_clip(repr(value))}, but Hydra's {key} must be {expected}.")
 
 
-# Keys the runner and the tools instantiate: where a config has them, each must be a component node.
+# Keys the trainer and the tools instantiate: where a config has them, each must be a component node.
 COMPONENT_KEYS = ("model", "dataset.train", "dataset.val", "pipeline.train", "pipeline.val", "optimizer", "scheduler")
 
 
@@ -554,7 +554,7 @@ SETTING_RANGES: dict[str, Range] = {
     "trainer.keep_checkpoints": at_least(0, 3, nullable=True),
     "trainer.vis_images": at_least(0, 4),
     "trainer.skip_nonfinite": at_least(0, 0),
-    "trainer.precision": one_of("fp32", "bf16", "fp16"),  # framework.engine.runner.PRECISIONS
+    "trainer.precision": one_of("fp32", "bf16", "fp16"),  # framework.engine.setup.PRECISIONS
     "trainer.device": Range("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_text="auto, cpu, mps, cuda or cuda:N"),
     "trainer.ema.decay": between(0, 1, 0.9999, high_open=True),
     "trainer.ema.tau": above(0, 2000),

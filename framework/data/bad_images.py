@@ -81,7 +81,7 @@ def bad_images_error(bad: Sequence[BadImage], split: str, total: int, on_bad_ima
 # ------------------------------------------------------------------------------------------------ before training
 class ScreenedDataset(Dataset):
     """Base of the datasets `screen_dataset` returns: everything not defined here is the wrapped dataset's
-    (`classes`, `coco`, `get_image_info`…), and `transforms` is read and set through (the runner decodes raw
+    (`classes`, `coco`, `get_image_info`…), and `transforms` is read and set through (the trainer decodes raw
     validation images by setting it to None)."""
 
     def __init__(self, dataset: Any) -> None:
@@ -203,7 +203,11 @@ class RepairImages(ScreenedDataset):
 
 
 def _scan(dataset: Any, split: str, scanner: Callable[[Any], list[BadImage]]) -> list[BadImage]:
-    """`scanner(dataset)`, logged with its duration and what it found."""
+    """`scanner(dataset)`, logged with its duration and what it found. A dataset whose images are not files (no
+    `image_path(index)`, e.g. one generated in memory) has nothing to scan."""
+    if not hasattr(dataset, "image_path"):
+        logger.info(f"The {split} set ({type(dataset).__name__}) has no image_path(index): no image files to check.")
+        return []
     start = time.perf_counter()
     logger.info(f"Checking the {len(dataset)} {split} image files (dataset.scan_images=false to skip this)…")
     bad = list(scanner(dataset))
@@ -218,7 +222,7 @@ def screen_dataset(dataset: Any, split: str, scan: bool = True, on_bad_image: st
     """`dataset` checked (`scan`) and with `on_bad_image` applied: as it is when clean; a `DatasetError` listing the
     bad files (`error`, or `repair` for those it cannot repair); else a `SkipImages` without them (`skip`) or a
     `RepairImages` listing the repaired ones (`repair`), with a warning. With `substitute`, always wrapped, so that
-    images failing at load time are replaced or repaired too. `scanner` runs the scan (under torchrun the runner
+    images failing at load time are replaced or repaired too. `scanner` runs the scan (under torchrun the trainer
     scans on rank 0 only and shares the result)."""
     check_on_bad_image(on_bad_image)
     bad = _scan(dataset, split, scanner) if scan else []

@@ -278,7 +278,7 @@ class DetectionLoader(DataLoader):
 
     Samples are loaded in worker processes, so a skipped file is known only to the batch that carries it
     (``Batch.skipped_images``); the training loop need not look: ``pop_skipped_images()`` gives the distinct paths
-    seen since the last call (the runner reports them at the end of each epoch); ``pop_repaired_images()`` the same
+    seen since the last call (the trainer reports them at the end of each epoch); ``pop_repaired_images()`` the same
     for ``Batch.repaired_images``.
 
     Workers ignore SIGTERM (``seed_worker``), so the way multiprocessing ends daemon processes at exit (terminate,

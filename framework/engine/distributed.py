@@ -1,6 +1,6 @@
-"""torch.distributed for the runner: one process per device, started by torchrun (or SLURM through submitit).
+"""torch.distributed for the trainer: one process per device, started by torchrun (or SLURM through submitit).
 
-Kept to what the runner needs (rank, world size, the device of this process, rank-0 decisions shared with all
+Kept to what the trainer needs (rank, world size, the device of this process, rank-0 decisions shared with all
 ranks) so the training loop reads the same in one process and in many. Nothing here is called per iteration
 except `all_reduce_mean` at log intervals and `any_rank` when a wall-clock budget is set.
 """

@@ -60,7 +60,7 @@ class WarmupLR(LRScheduler):
         warmup_max_share: warmup is shortened to at most this share of the run (logged); None: no cap (then a
             warmup as long as the run is an error).
         warmup_ratio: the lr factor at iteration 0.
-        iters_per_epoch: filled in by the runner from the data loader.
+        iters_per_epoch: filled in by the trainer from the data loader.
     """
 
     def __init__(

@@ -128,7 +128,7 @@ class Trainer:
 
     def train_one_epoch(self) -> None:
         self.train_model.train()
-        set_epoch = getattr(self.train_loader.batch_sampler, "set_epoch", None)
+        set_epoch = getattr(getattr(self.train_loader, "batch_sampler", None), "set_epoch", None)
         if set_epoch is not None:  # the data order (and, in the workers, the pipeline) of this epoch
             set_epoch(self.epoch, self.max_epochs, start_batch=self.batch_in_epoch)
         n_batches, step_losses = self.batches_per_epoch, {}
@@ -197,8 +197,8 @@ class Trainer:
                 raise
             except Exception as exc:
                 kind = f"{type(callback).__module__}.{type(callback).__qualname__}"
-                raise CallbackError(f"Callback '{name}' ({kind}) raised in {event} at epoch {self.epoch + 1}, "
-                                    f"iteration {self.iter}: {type(exc).__name__}: {exc}. Training stopped; "
+                raise CallbackError(f"Callback '{name}' ({kind}) raised in {event} after {self.epoch} "
+                                    f"epoch(s) and {self.iter} iteration(s): {type(exc).__name__}: {exc}. Training stopped; "
                                     f"{self.work_dir / 'checkpoints' / 'last.pth'} holds the state before it; fix "
                                     f"or remove the callback (~callbacks.{name}) and resume=true.") from exc
 
@@ -238,7 +238,7 @@ class Trainer:
     @property
     def batches_per_epoch(self) -> int:
         """All batches of an epoch (a sampler resumed mid-epoch reports only those left)."""
-        sampler = self.train_loader.batch_sampler
+        sampler = getattr(self.train_loader, "batch_sampler", self.train_loader)  # or a plain list of batches
         return len(getattr(sampler, "batch_sampler", sampler))
 
     @property

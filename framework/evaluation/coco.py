@@ -206,7 +206,7 @@ class CocoEvaluator:
     pycocotools (its ``evalImgs`` is empty) and only summarized by it.
     """
 
-    #: The metric the runner keeps ``best.pth`` by (``trainer.best_metric=auto``).
+    #: The metric the trainer keeps ``best.pth`` by (``trainer.best_metric=auto``).
     primary_metric: str = "bbox_mAP"
 
     def __init__(

@@ -40,7 +40,7 @@ same continuous, original-image-pixel convention, which is what the models outpu
 Reporting: ``evaluate()`` returns ``{"voc_mAP": mAP}``; per-class numbers are in ``per_class``
 (``class``, ``AP50`` — the AP at ``iou_thr``, named as in the COCO evaluator's rows —, ``num_gts``
 (non-difficult), ``num_dets``, ``recall``). ``summary`` is a two-line header (setting, images,
-classes with ground truth, mAP) and ``format_per_class()`` the mmdetection-style table; the runner
+classes with ground truth, mAP) and ``format_per_class()`` the mmdetection-style table; the trainer
 logs one after the other.
 """
 
@@ -128,7 +128,7 @@ class VOCEvaluator:
     when absent). Detections carry the same contiguous labels.
     """
 
-    #: The metric the runner ranks checkpoints by.
+    #: The metric the trainer ranks checkpoints by.
     primary_metric: str = "voc_mAP"
 
     def __init__(

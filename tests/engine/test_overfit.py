@@ -1,4 +1,4 @@
-"""Convergence check: the RetinaNet detector, built without Hydra and trained by the Runner, overfits a handful of
+"""Convergence check: the RetinaNet detector, built without Hydra and trained by the Trainer, overfits a handful of
 shapes images (mAP@0.5 >= 0.9 on those same images)."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from torch.utils.data import ConcatDataset, Subset
 from framework.data.datasets.shapes import ShapesDataset
 from framework.data.loader import build_dataloader
 from framework.data.transforms import Normalize
-from framework.engine.runner import Runner
+from framework.engine.callbacks import Checkpoint, EvalSchedule
+from framework.engine.evaluation import Evaluation
+from framework.engine.trainer import Trainer
 from framework.engine.schedulers import WarmupMultiStepLR
 from framework.evaluation.coco import CocoEvaluator
 from framework.models import Detector
@@ -39,10 +41,9 @@ def test_retinanet_overfits_a_few_images(shapes_root, tmp_path):
     epochs = 12  # mAP@0.5 0.98 (seed 0), 0.97 (seed 1)
     scheduler = WarmupMultiStepLR(optimizer, milestones=[9], warmup_iters=20, iters_per_epoch=len(train_loader))
     evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
-    runner = Runner(model, build_dataloader(few, batch_size=4), evaluator, tmp_path, train_loader=train_loader,
-                    optimizer=optimizer, scheduler=scheduler, max_epochs=epochs, eval_interval=epochs,
-                    progress_bar=False)
-    result = runner.train()
+    evaluation = Evaluation(build_dataloader(few, batch_size=4), evaluator, progress_bar=False)
+    callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox_mAP", interval=0, keep=None)]
+    result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs).fit()
     assert result["last"]["bbox_mAP_50"] >= 0.9, evaluator.summary
     assert sorted(evaluator.image_ids) == sorted(data.ids[:4])
     assert (tmp_path / "checkpoints" / "best.pth").is_file()

@@ -1,5 +1,5 @@
 """YOLOHead: shapes and widths, losses (empty and non-empty targets, every box-loss kind, DFL and softplus heads), the
-frozen DFL projection, prediction contract, and a runner-based convergence check of a small `yolo_cspdarknet_s`-style
+frozen DFL projection, prediction contract, and a trainer-based convergence check of a small `yolo_cspdarknet_s`-style
 detector on a few shapes images."""
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from torchvision.transforms import v2
 from framework.data.datasets.shapes import ShapesDataset
 from framework.data.loader import build_dataloader
 from framework.data.transforms import Normalize
-from framework.engine.runner import Runner
+from framework.engine.callbacks import Checkpoint, EvalSchedule
+from framework.engine.evaluation import Evaluation
+from framework.engine.trainer import Trainer
 from framework.engine.schedulers import WarmupMultiStepLR
 from framework.evaluation.coco import CocoEvaluator
 from framework.models import Detector
@@ -218,7 +220,7 @@ def test_predict_fields_shapes_and_boxes_inside_the_image():
 @pytest.mark.slow
 def test_yolo_overfits_a_few_images(shapes_root, tmp_path):
     """The yolo_cspdarknet_s layout (CSPDarknet-v8 + C2f PAN + YOLOv8's DFL head) at n width, trained by the
-    Runner. Its boxes start at one stride per side (`init_distance=1.0`): from YOLOv8's equal bins (7.5 strides)
+    Trainer. Its boxes start at one stride per side (`init_distance=1.0`): from YOLOv8's equal bins (7.5 strides)
     the 13-18 px shapes are never found in a short run (mAP@.5 0.81 at 18 epochs, 0.70 at 30; 1.0 from here)."""
     torch.manual_seed(0)
     pipeline = v2.Compose([v2.Resize(96, max_size=144), Normalize()])
@@ -232,9 +234,8 @@ def test_yolo_overfits_a_few_images(shapes_root, tmp_path):
     epochs = 8  # mAP@0.5 1.0 at seeds 0 and 1 (and at 12 and 18 epochs)
     scheduler = WarmupMultiStepLR(optimizer, milestones=[6], warmup_iters=20, iters_per_epoch=len(train_loader))
     evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
-    runner = Runner(model, build_dataloader(few, batch_size=4), evaluator, tmp_path, train_loader=train_loader,
-                    optimizer=optimizer, scheduler=scheduler, max_epochs=epochs, eval_interval=epochs,
-                    progress_bar=False)
-    result = runner.train()
+    evaluation = Evaluation(build_dataloader(few, batch_size=4), evaluator, progress_bar=False)
+    callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox_mAP", interval=0, keep=None)]
+    result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs).fit()
     assert result["last"]["bbox_mAP_50"] >= 0.9, evaluator.summary
     assert sorted(evaluator.image_ids) == sorted(data.ids[:4])
