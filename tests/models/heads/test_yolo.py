@@ -8,22 +8,13 @@ from functools import partial
 
 import pytest
 import torch
-from torch.utils.data import ConcatDataset, Subset
-from torchvision.transforms import v2
 
-from framework.data.datasets.shapes import ShapesDataset
-from framework.data.loader import build_dataloader
-from framework.data.transforms import Normalize
-from framework.engine.callbacks import Checkpoint, EvalSchedule
-from framework.engine.evaluation import Evaluation
-from framework.engine.trainer import Trainer
-from framework.engine.schedulers import WarmupMultiStepLR
-from framework.evaluation.coco import CocoEvaluator
 from framework.models import Detector
 from framework.models.backbones.cspdarknet import CSPDarknet
 from framework.models.heads.yolo import YOLOHead
 from framework.engine.ema import ModelEMA
 from framework.engine.optim import param_groups
+from tests.engine.test_overfit import overfit
 from framework.models.losses import (
     BCEWithLogitsLoss, CIoULoss, CrossEntropyLoss, DistributionFocalLoss, GIoULoss, L1Loss, SmoothL1Loss,
     VarifocalLoss,
@@ -223,19 +214,9 @@ def test_yolo_overfits_a_few_images(shapes_root, tmp_path):
     Trainer. Its boxes start at one stride per side (`init_distance=1.0`): from YOLOv8's equal bins (7.5 strides)
     the 13-18 px shapes are never found in a short run (mAP@.5 0.81 at 18 epochs, 0.70 at 30; 1.0 from here)."""
     torch.manual_seed(0)
-    pipeline = v2.Compose([v2.Resize(96, max_size=144), Normalize()])
-    data = ShapesDataset(str(shapes_root), split="train", transforms=pipeline)
-    few = Subset(data, list(range(4)))
-    train_loader = build_dataloader(ConcatDataset([few] * 8), batch_size=4, shuffle=True, drop_last=True)
     model = Detector(CSPDarknet(arch="v8", size="n"), partial(PAN, block="c2f", depth=1),
                      partial(YOLOHead, num_classes=4, init_distance=1.0))
     # AdamW, as ultralytics' optimizer="auto" picks for short runs; SGD needs far more iterations here
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=1e-4)
-    epochs = 8  # mAP@0.5 1.0 at seeds 0 and 1 (and at 12 and 18 epochs)
-    scheduler = WarmupMultiStepLR(optimizer, milestones=[6], warmup_iters=20, iters_per_epoch=len(train_loader))
-    evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
-    evaluation = Evaluation(build_dataloader(few, batch_size=4), evaluator, progress_bar=False)
-    callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox_mAP", interval=0, keep=None)]
-    result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs).fit()
-    assert result["last"]["bbox_mAP_50"] >= 0.9, evaluator.summary
-    assert sorted(evaluator.image_ids) == sorted(data.ids[:4])
+    adamw = partial(torch.optim.AdamW, lr=0.002, weight_decay=1e-4)
+    metrics, summary = overfit(shapes_root, tmp_path, model, adamw, epochs=8, milestone=6)  # 1.0 at seeds 0 and 1
+    assert metrics["bbox_mAP_50"] >= 0.9, summary
