@@ -6,11 +6,11 @@ checked against their class signature instead (see `validation.py`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -97,6 +97,10 @@ class TrainConfig:
     allow_targets: List[str] = field(default_factory=list)
 
 
+# The tools' own keys. Each tool config (configs/test.yaml, …) is configs/train.yaml plus one of these: the values
+# below are the keys' only defaults (the YAML files set none of them but browse's `out`, an interpolation).
+
+
 @dataclass
 class TestConfig(TrainConfig):
     checkpoint: str = MISSING
@@ -105,11 +109,11 @@ class TestConfig(TrainConfig):
 
 @dataclass
 class BrowseConfig(TrainConfig):
-    num: int = 16  # samples in the grid
-    epoch: int = 0  # whose pipeline state to show (close-mosaic, GridMask ramp)
+    num: int = 16  # samples in the grid, drawn at random indices (seeded by `seed`)
+    epoch: int = 0  # show the pipeline as in this epoch: close-mosaic, GridMask probability ramp
     split: str = "train"  # train | val
-    out: Optional[str] = None  # PNG path; configs/browse.yaml sets the default
-    columns: Optional[int] = None  # default: ceil(sqrt(num))
+    out: Optional[str] = None  # PNG path; configs/browse.yaml sets the default (in the run folder)
+    columns: Optional[int] = None  # tiles per row; default: ceil(sqrt(num))
 
 
 @dataclass
@@ -129,23 +133,26 @@ class InferConfig(TrainConfig):
 
 @dataclass
 class AnalyzeConfig(TrainConfig):
-    input_size: List[int] = field(default_factory=lambda: [800, 1333])  # (height, width) of the analysed input
-    batch_size: int = 1
-    latency_runs: int = 20  # timed forward passes (after warm-up) for the latency figures
+    input_size: List[int] = field(default_factory=lambda: [800, 1333])  # (height, width) of the random input images
+    batch_size: int = 1  # images per forward pass for the latency (FLOPs are per image)
+    latency_runs: int = 20  # timed forward passes after the warm-up; 0 skips the latency measurement
     out: Optional[str] = None  # JSON report path; default: <run dir>/analysis.json
 
 
 @dataclass
 class ExportConfig(TrainConfig):
     checkpoint: str = MISSING
-    format: str = "onnx"
-    output: Optional[str] = None  # default: next to the checkpoint, <checkpoint name>.onnx
-    nms: bool = True  # post-processing (decoding, score threshold, NMS) inside the exported graph
-    dynamic: bool = True  # dynamic batch and image size where the model allows
+    format: str = "onnx"  # onnx (the only format so far)
+    # default: next to the checkpoint, <checkpoint folder>/<checkpoint name>.onnx; a folder: <folder>/<name>.onnx
+    output: Optional[str] = None
+    # true: decoding, score threshold and NMS in the graph, fixed-shape outputs; false: dense boxes and scores
+    nms: bool = True
+    dynamic: bool = True  # free batch, height and width (multiples of 32) where the model allows
     opset: int = 18
-    input_size: List[int] = field(default_factory=lambda: [640, 640])  # (height, width) of the tracing input
-    verify: bool = True  # compare onnxruntime's detections with PyTorch's on sample images
-    verify_images: Optional[str] = None  # images for the check; default: the checkpoint dataset's val images
+    # (height, width) of the tracing input; the fixed input size when dynamic=false
+    input_size: List[int] = field(default_factory=lambda: [640, 640])
+    verify: bool = True  # run onnxruntime and PyTorch on num_verify images and compare their detections
+    verify_images: Optional[str] = None  # an image, folder or glob; default: the checkpoint dataset's val images
     num_verify: int = 4
 
 
@@ -159,18 +166,29 @@ class PlotRunConfig(TrainConfig):
 @dataclass
 class CheckDatasetConfig(TrainConfig):
     split: str = "all"  # train | val | all
-    decode: bool = False  # also decode every image fully (finds damage inside JPEG data; ~10x slower)
+    # also decode every image fully: finds damage inside JPEG data, about 10x slower (JPEGs cut short, the repairable
+    # ones, are found without it)
+    decode: bool = False
     workers: Optional[int] = None  # threads reading the files; default: CPU cores + 4, at most 16
+
+
+TOOL_SCHEMAS = {"test": TestConfig, "browse": BrowseConfig, "eval_results": EvalResultsConfig, "infer": InferConfig,
+                "analyze": AnalyzeConfig, "export": ExportConfig, "plot_run": PlotRunConfig,
+                "check_dataset": CheckDatasetConfig}
+
+
+def tool_schema(cls: type) -> DictConfig:
+    """A tool's schema as its config merges it, after configs/train.yaml: its own keys with their types and
+    defaults, and the keys it shares with TrainConfig left `???`, so that merging it types the config as `cls`
+    without resetting what train.yaml, its groups and an experiment set (a dataclass default would)."""
+    node = OmegaConf.structured(cls)
+    for f in fields(TrainConfig):
+        node[f.name] = MISSING
+    return node
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="test_schema", node=TestConfig)
-    cs.store(name="browse_schema", node=BrowseConfig)
-    cs.store(name="eval_results_schema", node=EvalResultsConfig)
-    cs.store(name="infer_schema", node=InferConfig)
-    cs.store(name="analyze_schema", node=AnalyzeConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(name="plot_run_schema", node=PlotRunConfig)
-    cs.store(name="check_dataset_schema", node=CheckDatasetConfig)
+    for name, cls in TOOL_SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=tool_schema(cls))
