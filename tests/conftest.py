@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Fixtures that take seconds (a training run, a batch of tool runs) and that several tests share. With
 # `--dist loadgroup` every test that uses one of them goes to the same xdist worker, so that each is set up once;
 # a session fixture is one group across modules, a module fixture one group per module.
-SHARED_FIXTURES = ("one_epoch_run", "trained_run", "ddp_run", "runs", "engine_run")
+SHARED_FIXTURES = ("trained_run", "ddp_run", "runs", "engine_run")
 
 
 # Under xdist, the tests that start tools (tests/tools/, tests/benchmarks/) and the `slow` ones are handed out first,
@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         defs = [info.name2fixturedefs[name][-1] for name in used]
         if not defs:
             continue
-        # the widest-scoped one names the group (export's `runs` needs the session's `one_epoch_run`)
+        # the widest-scoped one names the group (export's `runs` needs the session's `trained_run`)
         name, fixturedef = min(zip(used, defs), key=lambda nd: nd[1].scope != "session")
         group = name if fixturedef.scope == "session" else f"{item.nodeid.split('::')[0]}::{name}"
         item.add_marker(pytest.mark.xdist_group(group))

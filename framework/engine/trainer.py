@@ -54,7 +54,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any = None,
                  callbacks: Mapping[str, Any] | Sequence[Any] = (), *, work_dir: str | Path, max_epochs: int,
                  device: torch.device | str = "cpu", accumulate: int = 1, precision: str = "fp32",
-                 grad_clip_norm: float | None = None, channels_last: bool = False, log_interval: int = 20,
+                 grad_clip_norm: float | None = None, channels_last: bool = False, log_interval: int,
                  classes: Sequence[str] = (), cfg: dict[str, Any] | None = None,
                  find_unused_parameters: bool = False) -> None:
         if precision not in PRECISIONS:

@@ -37,7 +37,8 @@ def overfit(shapes_root, tmp_path, model, make_optimizer, epochs: int, milestone
     evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
     evaluation = Evaluation(build_dataloader(few, batch_size=4), evaluator, progress_bar=False)
     callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox_mAP", interval=0, keep=None)]
-    result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs).fit()
+    result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs,
+                     log_interval=20).fit()
     assert sorted(evaluator.image_ids) == sorted(data.ids[:4]) and (tmp_path / "checkpoints" / "best.pth").is_file()
     return result["last"], evaluator.summary
 

@@ -17,7 +17,7 @@ from framework.inference import Predictor, find_images, load_image
 
 
 @pytest.fixture(scope="module")
-def runs(repo_root, one_epoch_run, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def runs(repo_root, trained_run, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     """The export and two mistaken command lines, started together: the mistakes spend their time importing torch,
     the export in torch.export's single-threaded tracing."""
     pytest.importorskip("onnxruntime")
@@ -26,7 +26,7 @@ def runs(repo_root, one_epoch_run, tmp_path_factory) -> dict[str, tuple[subproce
     # a copy, so the .onnx written next to it stays out of the run folder the other tool tests share
     ckpt = tmp / "checkpoints" / "last.pth"
     ckpt.parent.mkdir()
-    shutil.copy(one_epoch_run / "checkpoints" / "last.pth", ckpt)
+    shutil.copy(trained_run / "checkpoints" / "last.pth", ckpt)
     # after 6 steps the best scores are ~0.05: a few dozen boxes per image above 0.03. A model override (baked
     # into the graph) is merged into the checkpoint's config, as in tools/test.py.
     jobs = {"export": [f"checkpoint={ckpt}", "input_size=[128,128]", "model.head.score_thr=0.03"],

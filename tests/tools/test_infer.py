@@ -1,4 +1,4 @@
-"""tools/infer.py and the `Predictor` API on a checkpoint trained for one epoch: the pictures show exactly the
+"""tools/infer.py and the `Predictor` API on a checkpoint trained for two epochs: the pictures show exactly the
 detections written to detections.json, and those are the detections tools/test.py scores."""
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from .test_train_and_test import run
 
 
 @pytest.fixture(scope="module")
-def checkpoint(one_epoch_run: Path) -> Path:
-    return one_epoch_run / "checkpoints" / "last.pth"
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "checkpoints" / "last.pth"
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,6 @@ def run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def trained_run(repo_root, shapes_root, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("work") / "run"
-    run(repo_root, "tools/train.py", *FAST, f"dataset.root={shapes_root}", f"hydra.run.dir={run_dir}")
-    return run_dir
-
-
 def test_run_folder_contents(trained_run):
     assert {"config.yaml", "metrics.jsonl", "train.log", "tb", "checkpoints"} <= {p.name for p in trained_run.iterdir()}
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"last.pth", "best.pth"}

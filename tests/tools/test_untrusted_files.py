@@ -29,9 +29,9 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_pickled_payload_is_refused_without_running(repo_root, shapes_root, one_epoch_run, tmp_path):
+def test_pickled_payload_is_refused_without_running(repo_root, shapes_root, trained_run, tmp_path):
     marker = tmp_path / "pwned"
-    real = load_checkpoint(one_epoch_run / "checkpoints" / "last.pth")
+    real = load_checkpoint(trained_run / "checkpoints" / "last.pth")
     evil = tmp_path / "evil.pth"
     torch.save({**real, "meta": Payload(marker)}, evil)  # a real checkpoint with one extra object
     proc = tool(repo_root, "tools/test.py", f"checkpoint={evil}", f"dataset.root={shapes_root}")
@@ -40,8 +40,8 @@ def test_pickled_payload_is_refused_without_running(repo_root, shapes_root, one_
     assert "Traceback" not in proc.stderr and not marker.exists()
 
 
-def test_saved_config_cannot_name_or_allow_foreign_targets(repo_root, shapes_root, one_epoch_run, tmp_path):
-    state = load_checkpoint(one_epoch_run / "checkpoints" / "last.pth")
+def test_saved_config_cannot_name_or_allow_foreign_targets(repo_root, shapes_root, trained_run, tmp_path):
+    state = load_checkpoint(trained_run / "checkpoints" / "last.pth")
     state["config"]["model"]["backbone"] = {"_target_": "os.system", "command": f"touch {tmp_path / 'pwned'}"}
     state["config"]["allow_targets"] = ["os"]  # a checkpoint may not extend the allow-list for its user
     crafted = tmp_path / "crafted.pth"

@@ -23,7 +23,10 @@ EVENTS = ("on_train_start", "on_epoch_start", "on_step_end", "on_nonfinite_loss"
 
 
 class Callback:
-    """Optional base class: subclassing gives no-op defaults and the `order` attribute, nothing else."""
+    """Optional base class: subclassing gives no-op defaults and the `order` attribute, nothing else.
+
+    The built-in callbacks take their settings without defaults where the config has one (trainer.* in
+    framework/config/schema.py), so that each default is written once."""
 
     order: int = 50
 

@@ -11,7 +11,7 @@ from framework.engine.ema import ModelEMA
 class EMA(Callback):
     order = 10  # the average exists and is updated before evaluation reads it
 
-    def __init__(self, enabled: bool = True, decay: float = 0.9999, tau: float = 2000.0) -> None:
+    def __init__(self, decay: float, tau: float, enabled: bool = True) -> None:
         self.enabled, self.decay, self.tau = enabled, decay, tau
         self.ema: ModelEMA | None = None
 

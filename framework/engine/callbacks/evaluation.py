@@ -11,7 +11,7 @@ from framework.engine.evaluation import Evaluation
 class EvalSchedule(Callback):
     order = 40  # after EMA and the pipeline, before what consumes the metrics at epoch end (checkpoint)
 
-    def __init__(self, evaluation: Evaluation, interval: int = 1) -> None:
+    def __init__(self, evaluation: Evaluation, interval: int) -> None:
         self.evaluation, self.interval = evaluation, max(1, interval)
 
     def on_epoch_end(self, trainer: Any) -> None:

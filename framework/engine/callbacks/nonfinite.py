@@ -20,7 +20,7 @@ class NonFiniteLossError(StopTraining, FloatingPointError):
 class NonFiniteLoss(Callback):
     order = 0
 
-    def __init__(self, skip: int = 0) -> None:
+    def __init__(self, skip: int) -> None:
         self.skip, self.skipped, self.in_epoch = skip, 0, 0
 
     def on_nonfinite_loss(self, trainer: Any, losses: Mapping[str, float], image_ids: list[Any]) -> None:

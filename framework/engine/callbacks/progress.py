@@ -24,7 +24,7 @@ _BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed
 class Progress(Callback):
     order = 30
 
-    def __init__(self, bar: bool = True) -> None:
+    def __init__(self, bar: bool) -> None:
         self.show_bar, self.bar, self.window = bar, None, Window()
         self.run_start, self.start_iter = time.perf_counter(), 0
 

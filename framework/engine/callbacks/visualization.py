@@ -14,7 +14,7 @@ from framework.engine.evaluation import Evaluation
 class Visualization(Callback):
     order = 50
 
-    def __init__(self, evaluation: Evaluation, plots: bool = True, images: int = 4) -> None:
+    def __init__(self, evaluation: Evaluation, plots: bool, images: int) -> None:
         self.evaluation, self.plots, self.images = evaluation, plots, images
         self._samples: list[tuple[torch.Tensor, dict[str, Any]]] | None = None
 

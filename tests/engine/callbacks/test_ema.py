@@ -22,7 +22,7 @@ def test_checkpoint_holds_the_average_and_the_raw_weights(engine_run):
 def test_disabled_ema_leaves_the_model_alone():
     model = torch.nn.Linear(2, 2)
     trainer = type("T", (), {"model": model, "eval_model": model, "step_skipped": False})()
-    callback = EMA(enabled=False)
+    callback = EMA(decay=0.9, tau=1.0, enabled=False)
     callback.on_train_start(trainer)
     callback.on_step_end(trainer, {})
     checkpoint: dict = {}

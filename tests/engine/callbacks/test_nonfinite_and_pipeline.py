@@ -37,7 +37,7 @@ def test_skips_then_stops_naming_the_loss_terms_and_images(tmp_path, caplog):
 
 def test_another_process_non_finite_loss(tmp_path):
     with pytest.raises(NonFiniteLossError, match="Non-finite loss on another process at epoch 1, iteration 5"):
-        NonFiniteLoss().on_nonfinite_loss(stand_in(tmp_path), {"loss_cls": 0.3}, [1])
+        NonFiniteLoss(skip=0).on_nonfinite_loss(stand_in(tmp_path), {"loss_cls": 0.3}, [1])
 
 
 class _Pipeline:
