@@ -4,6 +4,7 @@ what was expected and what to do. Kept apart from checkpoint.py, which reads and
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
