@@ -212,7 +212,7 @@ def plugin_config(work_dir: Path, epochs: int) -> Any:
             "dataset.num_workers=0", "optimizer.lr=0.02", "scheduler.warmup_iters=2", "scheduler.milestones=[0.9]",
             f"trainer.max_epochs={epochs}", "trainer.eval_interval=100", "trainer.progress_bar=false",
             "trainer.device=cpu", "trainer.vis_images=0", "evaluation.plots=false",
-            "+callbacks.metrics_log.plot=false",  # results.png: seconds of matplotlib
+            "callbacks.metrics_log.plot=false",  # results.png: seconds of matplotlib
             f"+callbacks.losses._target_={HERE}.LossHistory"])
     cfg.model = OmegaConf.create({
         "_target_": "framework.models.Detector",

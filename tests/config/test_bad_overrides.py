@@ -290,7 +290,7 @@ def test_any_override_ends_in_config_error(argv):
 
 
 def test_rule_tables_match_the_code():
-    from framework.engine.runner import PRECISIONS
+    from framework.engine.setup import PRECISIONS
     from framework.evaluation.build import METRICS
     from framework.evaluation.coco import BACKENDS
 
@@ -302,7 +302,7 @@ def test_rule_tables_match_the_code():
 
 
 def test_check_ranges_on_a_composed_config():
-    """What the runner can call on any composed or saved config, without Hydra around it."""
+    """What the trainer's build can call on any composed or saved config, without Hydra around it."""
     cfg = check_overrides("train", [])
     check_ranges(cfg)
     cfg.optimizer.lr = -1.0

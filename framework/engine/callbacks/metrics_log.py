@@ -17,7 +17,7 @@ logger = logging.getLogger("framework")
 class MetricsLog(Callback):
     order = 70
 
-    def __init__(self, plot: bool = True) -> None:
+    def __init__(self, plot: bool) -> None:
         self.plot = plot
 
     def on_log(self, trainer: Any, mode: str, record: dict[str, Any]) -> None:
