@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchvision.io import write_png
 from tqdm import tqdm
 
@@ -30,9 +30,6 @@ from framework.engine.setup import resolve_device
 from framework.fileio import atomic_write
 from framework.inference import Predictor, chunks, find_images, load_image, load_inference_checkpoint
 from framework.visualization import draw_detections
-
-if not OmegaConf.has_resolver("first_set"):  # configs/infer.yaml: hydra.run.dir is `output` when one is given
-    OmegaConf.register_new_resolver("first_set", lambda *values: next((v for v in values if v is not None), None))
 
 # keys of this tool's own run, never merged into the checkpoint's config
 OWN_KEYS = ("input", "output", "score_thr", "batch_size", "save_images")

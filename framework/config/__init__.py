@@ -18,8 +18,10 @@ def _register_resolvers() -> None:
 
     from framework.config.overrides import run_dir_of
 
-    if not OmegaConf.has_resolver("run_dir_of"):
+    if not OmegaConf.has_resolver("run_dir_of"):  # tool configs: their run folder next to the checkpoint's run
         OmegaConf.register_new_resolver("run_dir_of", run_dir_of)
+    if not OmegaConf.has_resolver("first_set"):  # configs/infer.yaml: hydra.run.dir is `output` when one is given
+        OmegaConf.register_new_resolver("first_set", lambda *values: next((v for v in values if v is not None), None))
 
 
 _register_resolvers()

@@ -94,6 +94,9 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     from framework.config.instantiation import instantiate
     from framework.data.bad_images import screen_dataset
 
+    resume_from = resume_path(cfg)
+    if resume_from is not None:  # a file that cannot be resumed is refused before the data and model are built
+        load_checkpoint(resume_from, purpose="resume")
     model, evaluation = build_evaluation(cfg, training=True)
     info, t, data = distributed.current(), cfg.trainer, cfg.dataset
     batch_size = per_rank_batch_size(data.batch_size, info.world_size)
@@ -130,7 +133,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
         max_epochs=t.max_epochs, device=evaluation.device, accumulate=t.accumulate, precision=t.precision,
         grad_clip_norm=t.grad_clip_norm, channels_last=t.channels_last, log_interval=t.log_interval,
         classes=evaluation.class_names, cfg=config_to_save(cfg), find_unused_parameters=t.find_unused_parameters)
-    trainer.resume_from = resume_path(cfg)
+    trainer.resume_from = resume_from
     return trainer
 
 
