@@ -9,14 +9,14 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from framework.engine import distributed
-from framework.engine.callbacks.base import CallbackError, LazyFloats, StopTraining
+from framework.engine.callbacks.base import CallbackError, LazyFloats, StopTraining, ordered
 from framework.engine.checkpoint import save_checkpoint
 from framework.engine.setup import PRECISIONS
 from framework.engine.signals import GracefulInterrupt
@@ -41,11 +41,6 @@ def finite_reader(loss: torch.Tensor) -> Callable[[], bool]:
     return lambda: bool(copied.synchronize() or host)
 
 
-def _named(callbacks: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, Any]]:
-    items = callbacks.items() if isinstance(callbacks, Mapping) else ((type(c).__name__, c) for c in callbacks)
-    return sorted(((str(n), c) for n, c in items if c is not None), key=lambda nc: getattr(nc[1], "order", 50))
-
-
 class Trainer:
     """Trains `model` on `train_loader` for `max_epochs`; `callbacks` (a list, or a dict name → callback) do the
     rest. Exposes `epoch` (epochs completed), `iter` (optimizer steps), `model`, `optimizer`, `cfg`, `work_dir` and
@@ -62,7 +57,7 @@ class Trainer:
         if accumulate < 1:
             raise ValueError(f"trainer.accumulate={accumulate}: it counts batches per optimizer step, at least 1.")
         self.model, self.train_loader, self.optimizer, self.scheduler = model, train_loader, optimizer, scheduler
-        self.callbacks = _named(callbacks)
+        self.callbacks = ordered(callbacks)
         self.work_dir, self.max_epochs, self.device = Path(work_dir), max_epochs, torch.device(device)
         self.accumulate, self.grad_clip_norm, self.log_interval = accumulate, grad_clip_norm, max(1, log_interval)
         self.amp_dtype = PRECISIONS[precision]

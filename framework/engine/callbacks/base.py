@@ -16,7 +16,7 @@ best.pth is written after the metrics that choose it.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 EVENTS = ("on_train_start", "on_epoch_start", "on_step_end", "on_nonfinite_loss", "on_epoch_end", "on_eval_end",
           "on_log", "on_checkpoint", "on_resume", "on_train_end")
@@ -45,6 +45,12 @@ class Callback:
     def on_resume(self, trainer: Any, checkpoint: dict[str, Any]) -> None: ...
 
     def on_train_end(self, trainer: Any) -> None: ...
+
+
+def ordered(callbacks: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, Any]]:
+    """(name, callback) pairs in running order: ascending `order`, then as given. A list names each by its class."""
+    items = callbacks.items() if isinstance(callbacks, Mapping) else ((type(c).__name__, c) for c in callbacks)
+    return sorted(((str(n), c) for n, c in items if c is not None), key=lambda nc: getattr(nc[1], "order", 50))
 
 
 class StopTraining(Exception):
