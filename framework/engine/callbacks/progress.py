@@ -5,20 +5,75 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import sys
 import time
 from typing import Any, Mapping
 
+import torch
 from tqdm import tqdm
 
 from framework.engine import distributed
 from framework.engine.callbacks.base import Callback
-from framework.engine.progress import Window, format_eta, memory_gib, stats_text
-from framework.engine.run_log import log_to_files
 
 logger = logging.getLogger("framework")
 # a short bar so that the losses, lr, images/s and the run's ETA fit on one terminal line
 _BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
+
+def memory_gib(device: torch.device) -> float:
+    """Peak memory of this process: allocated GPU memory on CUDA, else the resident set size (RSS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kib / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def format_eta(seconds: float) -> str:
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"  # may exceed 24 h
+
+
+class Window:
+    """Accumulates one log interval: loss sums, images, optimizer steps, data-wait time."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+        self.loss_sums: dict[str, torch.Tensor] = {}
+        self.batches = self.images = self.steps = 0
+        self.data_time = 0.0
+
+    def add_batch(self, losses: dict[str, torch.Tensor], images: int, data_time: float) -> None:
+        for k, v in losses.items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float()
+        self.batches, self.images, self.data_time = self.batches + 1, self.images + images, self.data_time + data_time
+
+    def mean_losses(self) -> dict[str, torch.Tensor]:
+        return {k: v / max(self.batches, 1) for k, v in self.loss_sums.items()}
+
+    def timing(self, world_size: int = 1) -> dict[str, float]:
+        """images/s over all ranks, and the share of the window spent waiting for data."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"images_per_s": self.images * world_size / elapsed, "data_time": self.data_time / max(self.steps, 1),
+                "step_time": elapsed / max(self.steps, 1), "data_share": self.data_time / elapsed}
+
+
+def stats_text(stats: dict[str, Any]) -> str:
+    """The middle of a progress line: losses, lr, gradient norm, memory, throughput, data-wait share."""
+    losses = " ".join(f"{k}={v:.4f}" for k, v in stats.items() if k.startswith("loss"))
+    grad = f" grad={stats['grad_norm']:.3g}" if stats.get("grad_norm") is not None else ""
+    return (f"{losses} lr={stats['lr']:.3g}{grad} mem={stats['memory_gib']:.2f}G {stats['images_per_s']:.1f} img/s "
+            f"data {100 * stats['data_share']:.0f}%")
+
+
+def log_to_files(message: str) -> None:
+    """Write to the log files only: while a progress bar owns the terminal, per-iteration lines go here."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers + logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 class Progress(Callback):
