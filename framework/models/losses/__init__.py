@@ -5,12 +5,13 @@ Box losses say through `on_boxes` whether they compare encoded deltas (False: L1
 [0, 1] (focal, varifocal, BCE: `SigmoidLoss`, which also takes one-hot targets as labels) or integer labels
 (softmax cross-entropy), so heads switch between them without special cases and refuse a loss of the wrong kind
 with a clear error (`check_loss`). `DistributionFocalLoss` trains a DFL head's per-side distance distributions, next
-to its box loss.
+to its box loss. Mask losses (`MaskBCELoss`, `DiceLoss`, `BCEDiceLoss`) score per-instance mask logits.
 """
 from torch import nn
 
 from framework.models.losses.base import SigmoidLoss
 from framework.models.losses.cross_entropy import BCEWithLogitsLoss, CrossEntropyLoss, smooth_binary_targets
+from framework.models.losses.dice import BCEDiceLoss, DiceLoss, MaskBCELoss
 from framework.models.losses.dfl import DistributionFocalLoss
 from framework.models.losses.focal import FocalLoss, VarifocalLoss
 from framework.models.losses.iou import (
@@ -34,7 +35,7 @@ def check_loss(loss: nn.Module, role: str, owner: str, *, use_sigmoid: bool | No
 
 
 __all__ = [
-    "BCEWithLogitsLoss", "CIoULoss", "CrossEntropyLoss", "DIoULoss", "DistributionFocalLoss", "FocalLoss", "GIoULoss",
+    "BCEDiceLoss", "BCEWithLogitsLoss", "CIoULoss", "DiceLoss", "MaskBCELoss", "CrossEntropyLoss", "DIoULoss", "DistributionFocalLoss", "FocalLoss", "GIoULoss",
     "IoULoss", "L1Loss", "SigmoidLoss", "SmoothL1Loss", "VarifocalLoss", "check_loss", "elementwise_box_iou",
     "elementwise_complete_box_iou", "smooth_binary_targets",
 ]
