@@ -68,9 +68,10 @@ def decode_rgb(path: Path, what: str) -> torch.Tensor:
 
 
 def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
-                     transforms: Callable | None) -> Sample:
+                     transforms: Callable | None, masks: np.ndarray | None = None) -> Sample:
     """The sample contract every dataset yields: a uint8 CHW image and its XYXY boxes (already clipped to the
-    decoded size), contiguous labels, image id and original size, then the dataset's transforms."""
+    decoded size), contiguous labels, image id and original size, and, for a mask model, `masks` (N x H x W uint8,
+    one per box), then the dataset's transforms."""
     h, w = int(data.shape[-2]), int(data.shape[-1])
     target: dict[str, Any] = {
         "boxes": tv_tensors.BoundingBoxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
@@ -79,6 +80,8 @@ def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
         "image_id": image_id,
         "orig_size": (h, w),
     }
+    if masks is not None:
+        target["masks"] = tv_tensors.Mask(torch.as_tensor(np.asarray(masks, dtype=np.uint8)).reshape(-1, h, w))
     image = tv_tensors.Image(data)
     if transforms:
         image, target = transforms(image, target)
@@ -86,10 +89,15 @@ def detection_sample(data: torch.Tensor, boxes: Any, labels: Any, image_id: int,
 
 
 
+def usable_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """`boxes` cut to a `height` x `width` image, and which of them (bool) have area left."""
+    codes, clipped = check_boxes(boxes, height, width)
+    return clipped, (codes == OK) | (codes == CLIPPED)
+
+
 def clip_boxes(boxes: np.ndarray, labels: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """`boxes` cut to a `height` x `width` image and their `labels`, without the boxes that have no area left."""
-    codes, clipped = check_boxes(boxes, height, width)
-    keep = (codes == OK) | (codes == CLIPPED)
+    clipped, keep = usable_boxes(boxes, height, width)
     return clipped[keep], labels[keep]
 
 

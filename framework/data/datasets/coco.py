@@ -17,10 +17,11 @@ import numpy as np
 from pycocotools.coco import COCO
 
 # coco_index, decode_rgb and detection_sample are shared by every dataset and live in base.py; imported from here too
-from framework.data.datasets.base import (DetectionDatasetBase, clip_boxes, coco_index, decode_rgb,
-                                          detection_sample, images_with_boxes)
+from framework.data.datasets.base import (DetectionDatasetBase, Sample, clip_boxes, coco_index, decode_rgb,
+                                          detection_sample, images_with_boxes, usable_boxes)
 from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
 from framework.data.datasets.roots import missing_path_error
+from framework.data.datasets.segmentation import decode_segmentation
 from framework.data.errors import DatasetNotFoundError
 
 __all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample", "layout_hint"]
@@ -91,6 +92,7 @@ class CocoDetection(DetectionDatasetBase):
         img_dir: str,
         transforms: Callable | None = None,
         filter_empty: bool = False,
+        with_masks: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         ann_path = _resolve(self.root, ann_file)
@@ -109,7 +111,8 @@ class CocoDetection(DetectionDatasetBase):
         self._image_root = img_path
         self.transforms = transforms
 
-        tables = read_coco_tables(ann_path, img_path)
+        self.with_masks = with_masks  # set by a mask model's config; a box model never reads the segmentations
+        tables = read_coco_tables(ann_path, img_path, with_masks=with_masks)
         self.box_report: dict[str, int] = tables.box_report
         self._set_classes(tables.classes, tables.cat_ids)
         if filter_empty:
@@ -146,6 +149,22 @@ class CocoDetection(DetectionDatasetBase):
         s = self._objects(row)
         crowd = self._tables.iscrowd[s]
         return clip_boxes(self._boxes[s][~crowd], self._labels[s][~crowd], height, width)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not self.with_masks:
+            return super().__getitem__(index)
+        row = self._row(index)
+        data = self._load_image(row)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = self._objects(row)
+        rows = np.arange(s.start, s.stop)[~self._tables.iscrowd[s]]
+        boxes, keep = usable_boxes(self._boxes[rows], h, w)
+        rows, image_id = rows[keep], int(self._image_ids[row])
+        masks = np.zeros((len(rows), h, w), dtype=np.uint8)
+        for i, r in enumerate(rows):
+            where = f"{self.ann_file}: an annotation of image {image_id}"
+            masks[i] = decode_segmentation(self._tables.segmentation(int(r)), h, w, where)
+        return detection_sample(data, boxes[keep], self._labels[rows], image_id, self.transforms, masks=masks)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"ann_file": self.ann_file, **super()._repr_fields()}

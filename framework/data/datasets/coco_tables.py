@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
+from framework.data.datasets.segmentation import check_segmentation, encode_segmentations
 from framework.data.errors import DatasetError
 
 __all__ = ["CocoTables", "box_area", "load_coco_json", "pack_strings", "read_coco_tables", "unpack_string"]
@@ -116,6 +117,13 @@ class CocoTables:
     labels: np.ndarray  # (M,) int32, contiguous 0..K-1
     iscrowd: np.ndarray  # (M,) bool
     box_report: dict[str, int]
+    # with_masks: the JSON text of each annotation's segmentation, packed (pack_strings) in row order; else None
+    segm: np.ndarray | None = None
+    segm_offsets: np.ndarray | None = None
+
+    def segmentation(self, row: int) -> Any:
+        """The segmentation of annotation row `row` as written (polygons or RLE)."""
+        return json.loads(unpack_string(self.segm, self.segm_offsets, row))
 
     def file_name(self, i: int) -> str:
         return unpack_string(self.names, self.name_offsets, i)
@@ -128,9 +136,13 @@ class CocoTables:
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         names, name_offsets = pack_strings([self.file_name(int(i)) for i in idx])
+        segm = {}
+        if self.segm is not None:
+            kept = [unpack_string(self.segm, self.segm_offsets, int(r)) for r in np.flatnonzero(rows)]
+            segm = dict(zip(("segm", "segm_offsets"), pack_strings(kept)))
         return replace(self, image_ids=self.image_ids[idx], sizes=self.sizes[idx], names=names,
                        name_offsets=name_offsets, offsets=offsets, boxes=self.boxes[rows], labels=self.labels[rows],
-                       iscrowd=self.iscrowd[rows])
+                       iscrowd=self.iscrowd[rows], **segm)
 
 
 def _read_categories(cats: list[Any], path: Path) -> tuple[list[int], list[str]]:
@@ -215,9 +227,11 @@ def box_area(bbox: list[int | float]) -> float:
         return float(np.float64(_to_float(bbox[2])) * np.float64(_to_float(bbox[3])))
 
 
-def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int]) -> tuple[np.ndarray, ...]:
-    """Per annotation: id, image id, label, iscrowd and XYWH box (float64), every field type-checked."""
-    ann_ids, image_ids, labels, crowd, bboxes = [], [], [], [], []
+def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int],
+                      with_masks: bool = False) -> tuple[Any, ...]:
+    """Per annotation: id, image id, label, iscrowd and XYWH box (float64), every field type-checked; with
+    `with_masks`, also the segmentations (checked against the image sizes by the caller)."""
+    ann_ids, image_ids, labels, crowd, bboxes, segms = [], [], [], [], [], []
     for k, ann in enumerate(anns):
         if type(ann) is not dict:
             raise DatasetError(f"{path}: annotations[{k}] is a {_json_type(ann)}, expected an object")
@@ -240,6 +254,11 @@ def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int]) -> 
         flag = ann.get("iscrowd", 0)
         if not _is_number(flag) or flag not in (0, 1):
             raise _bad_field(where, "iscrowd", flag, "0 or 1")
+        if with_masks:
+            if "segmentation" not in ann:
+                raise DatasetError(f"{where} has no 'segmentation', which a mask model needs (polygons or RLE)")
+            check_segmentation(ann["segmentation"], where, None)
+            segms.append(ann["segmentation"])
         ann_ids.append(aid)
         image_ids.append(iid)
         labels.append(label_of[cat])
@@ -250,10 +269,10 @@ def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int]) -> 
     except OverflowError:
         xywh = np.array([[_to_float(v) for v in b] for b in bboxes], dtype=np.float64).reshape(-1, 4)
     return (np.asarray(ann_ids, dtype=np.int64), np.asarray(image_ids, dtype=np.int64),
-            np.asarray(labels, dtype=np.int32), np.asarray(crowd, dtype=bool), xywh)
+            np.asarray(labels, dtype=np.int32), np.asarray(crowd, dtype=bool), xywh, segms)
 
 
-def read_coco_tables(path: Path, img_dir: Path) -> CocoTables:
+def read_coco_tables(path: Path, img_dir: Path, with_masks: bool = False) -> CocoTables:
     """Read and check `path`; clip or drop unusable boxes of non-crowd annotations (counted, one warning).
 
     Crowd annotations are kept with their flag (clipped like the others; unusable ones dropped without a count,
@@ -263,8 +282,8 @@ def read_coco_tables(path: Path, img_dir: Path) -> CocoTables:
     data = load_coco_json(path)
     cat_ids, classes = _read_categories(data["categories"], path)
     image_ids, names, sizes = _read_images(data["images"], path, img_dir)
-    ann_ids, ann_images, labels, crowd, xywh = _read_annotations(
-        data.get("annotations", []), path, {c: i for i, c in enumerate(cat_ids)})
+    ann_ids, ann_images, labels, crowd, xywh, segms = _read_annotations(
+        data.get("annotations", []), path, {c: i for i, c in enumerate(cat_ids)}, with_masks)
     del data
 
     pos = np.searchsorted(image_ids, ann_images)
@@ -291,6 +310,12 @@ def read_coco_tables(path: Path, img_dir: Path) -> CocoTables:
     offsets = np.zeros(len(image_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(pos[order], minlength=len(image_ids)), out=offsets[1:])
     packed, name_offsets = pack_strings(names)
+    segm: dict[str, np.ndarray] = {}
+    if with_masks:
+        for i in order:  # an RLE must have its image's size (polygons are drawn at any size)
+            check_segmentation(segms[i], f"{path}: annotation {ann_ids[i]} of image {ann_images[i]}",
+                               tuple(int(v) for v in sizes[pos[i]]))
+        segm = dict(zip(("segm", "segm_offsets"), pack_strings(encode_segmentations([segms[i] for i in order]))))
     return CocoTables(cat_ids=cat_ids, classes=classes, image_ids=image_ids, sizes=sizes, names=packed,
                       name_offsets=name_offsets, offsets=offsets, boxes=boxes[order], labels=labels[order],
-                      iscrowd=crowd[order], box_report=report)
+                      iscrowd=crowd[order], box_report=report, **segm)
