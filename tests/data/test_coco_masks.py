@@ -14,6 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from framework.data.datasets.coco import CocoDetection
+from framework.data.datasets.shapes import ShapesDataset
 from framework.data.errors import DatasetError
 
 H, W = 8, 10
@@ -95,7 +96,7 @@ def test_filter_empty_keeps_masks_with_their_images(mixed: Path) -> None:
 
 def test_shapes_masks_match_their_boxes(shapes_root: Path) -> None:
     """The shapes generator draws with PIL and writes the polygon; pycocotools rasterizes it: within 2 px."""
-    ds = CocoDetection(str(shapes_root), "annotations/instances_train.json", "images/train", with_masks=True)
+    ds = ShapesDataset(str(shapes_root), "train", with_masks=True)
     for i in range(4):
         image, target = ds[i]
         masks, boxes = target["masks"], target["boxes"]

@@ -444,6 +444,7 @@ class ShapesDataset(CocoDetection):
         transforms: Callable | None = None,
         filter_empty: bool = False,
         generate: bool | None = None,
+        with_masks: bool = False,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -461,4 +462,4 @@ class ShapesDataset(CocoDetection):
                 missing = (path, "Shapes dataset root") if not path.is_dir() else (path / ann_file, "Annotation file")
                 raise missing_path_error(*missing, hint)
         self.split = split
-        super().__init__(root, ann_file, img_dir, transforms, filter_empty)
+        super().__init__(root, ann_file, img_dir, transforms, filter_empty, with_masks)
