@@ -100,7 +100,7 @@ class Evaluator(Protocol):
     `CocoEvaluator` and `VOCEvaluator` are the built-in ones (`framework.evaluation.build.build_evaluator`)."""
 
     primary_metric: str
-    """The key of `evaluate()`'s dict that ranks checkpoints (`trainer.best_metric=auto`): `bbox_mAP` (COCO),
+    """The key of `evaluate()`'s dict that ranks checkpoints (`trainer.best_metric=auto`): `bbox/mAP` (COCO),
     `voc_mAP` (VOC)."""
 
     class_names: list[str]
@@ -179,6 +179,11 @@ class Head(Protocol):
 
     num_classes: int
     """Foreground classes K; labels are `0..K-1` (the trainer checks it against the dataset's `num_classes`)."""
+
+    # Optional: a class attribute `needs_masks = True` makes the head a mask head. `engine.build` then builds the
+    # datasets with `with_masks=True`, so each target also carries `masks` (uint8 `[N, h, w]` in the pixels of its
+    # image before padding, aligned with `boxes`), and `predict` adds `masks` per image: bool `[N, H, W]` at
+    # `orig_sizes` when given, else at `image_sizes`. A head without it is a box head and its data reads no masks.
 
     def loss(self, feats: Sequence[Tensor], targets: Sequence[dict[str, Any]],
              image_sizes: Sequence[tuple[int, int]] | None = None) -> dict[str, Tensor]:

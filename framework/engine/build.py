@@ -55,7 +55,7 @@ def build_evaluation(cfg: DictConfig, training: bool = False) -> tuple[nn.Module
     seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
     t, data = cfg.trainer, cfg.dataset
     device = resolve_device(t.device, info.local_rank)
-    val_set = screen_dataset(instantiate(data.val, transforms=instantiate(cfg.pipeline.val)), "val",
+    val_set = screen_dataset(_dataset(data.val, "val", cfg.model, transforms=instantiate(cfg.pipeline.val)), "val",
                              substitute=True, **_bad_image_policy(cfg))
     given = data.num_classes
     data.num_classes = check_num_classes(given, val_set)  # the model and the saved config get the data's count
@@ -100,7 +100,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     model, evaluation = build_evaluation(cfg, training=True)
     info, t, data = distributed.current(), cfg.trainer, cfg.dataset
     batch_size = per_rank_batch_size(data.batch_size, info.world_size)
-    train_raw = screen_dataset(instantiate(data.train), "train", **_bad_image_policy(cfg))
+    train_raw = screen_dataset(_dataset(data.train, "train", cfg.model), "train", **_bad_image_policy(cfg))
     val_set = evaluation.loader.dataset
     if list(train_raw.classes) != list(val_set.classes):
         raise ConfigError(
@@ -126,7 +126,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     hint = recipe_hint(model, scheduler)
     if hint:
         logger.warning(hint)
-    if t.best_metric == "auto":  # the evaluator's main number: bbox_mAP (COCO), voc_mAP (VOC)
+    if t.best_metric == "auto":  # the evaluator's main number: bbox/mAP (COCO), voc_mAP (VOC)
         t.best_metric = evaluation.primary_metric
     trainer = Trainer(
         model, train_loader, optimizer, scheduler, build_callbacks(cfg, evaluation), work_dir=cfg.work_dir,
@@ -200,6 +200,42 @@ def resume_path(cfg: DictConfig) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"resume={resume}: no checkpoint at {path}.")
     return path
+
+
+def model_needs_masks(model: DictConfig) -> bool:
+    """Whether the configured model's head is a mask head (`needs_masks = True` on its class; `framework.protocols.
+    Head`), read from the class without building anything, so the datasets know before the model exists whether
+    to decode masks: a box model's data reads none."""
+    from hydra.utils import get_class
+
+    head = model.get("head")
+    node = head if isinstance(head, DictConfig) else model
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not isinstance(target, str):
+        return False
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - instantiating the model reports a bad target with its own message
+        return False
+    return bool(getattr(cls, "needs_masks", False))
+
+
+def _dataset(node: DictConfig, split: str, model: DictConfig, **kwargs: Any) -> Any:
+    """One split of `dataset.*`, with `with_masks=True` when the model trains on masks."""
+    from framework.config.instantiation import instantiate
+
+    if not model_needs_masks(model):
+        return instantiate(node, **kwargs)
+    try:
+        return instantiate(node, with_masks=True, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        if "with_masks" not in str(err):
+            raise
+        raise ConfigError(
+            f"model={model.get('_target_')} with head {model.get('head', {}).get('_target_')} trains on instance "
+            f"masks, but dataset.{split} ({node.get('_target_')}) has no masks to give (it takes no `with_masks`). "
+            "Use a dataset with masks (COCO, VOC2012 SegmentationObject, Cityscapes, shapes) or a box model."
+        ) from None
 
 
 def _bad_image_policy(cfg: DictConfig) -> dict[str, Any]:

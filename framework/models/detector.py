@@ -56,6 +56,11 @@ class Detector(nn.Module):
     def num_classes(self) -> int:
         return self.head.num_classes
 
+    @property
+    def needs_masks(self) -> bool:
+        """Whether the head trains on instance masks (and predicts them): the data loads masks only then."""
+        return bool(getattr(self.head, "needs_masks", False))
+
     def extract_features(self, images: Tensor) -> list[Tensor]:
         return self.neck(self.backbone(images))
 
