@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| pycocotools / faster_coco_eval | {ratio['total_s']:.1f}x | {ratio['evaluate_s']:.1f}x |")
     if identical is not None:
         print(f"\nSame 12 numbers from both backends: {'yes' if identical else 'NO'} "
-              f"(bbox_mAP {results['pycocotools']['metrics']['bbox_mAP']:.4f})")
+              f"(bbox/mAP {results['pycocotools']['metrics']['bbox/mAP']:.4f})")
     print(f"\nWrote {args.out}")
     return 0 if identical is not False else 1
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from framework.evaluation.agreement import matched_share
+from framework.models.convert_torchvision import TWO_STAGE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,7 +38,7 @@ def agreement(arch: str, ours: list[dict], theirs: list[dict]) -> dict[str, floa
     reproduce (same label, score within 1e-3, box IoU >= 0.99; zero-area boxes by their corners)."""
     return {"ours_detections": sum(len(o["boxes"]) for o in ours),
             "torchvision_detections": sum(len(t["boxes"]) for t in theirs),
-            "matched_share": matched_share(theirs, ours, label_shift=1 if arch == "faster_rcnn" else 0)}
+            "matched_share": matched_share(theirs, ours, label_shift=1 if arch in TWO_STAGE else 0)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_train:
             metrics, seconds = train_and_eval(name, data_root, tmp / "runs", args.epochs, args.size, args.batch,
                                               args.optimizer, args.lr, 1 if args.quick else None, args.set)
-            row.update(mAP=metrics.get("bbox_mAP"), mAP50=metrics.get("bbox_mAP_50"), train_s=seconds)
+            row.update(mAP=metrics.get("bbox/mAP"), mAP50=metrics.get("bbox/mAP_50"), train_s=seconds)
         row["date"] = time.strftime("%Y-%m-%d")
         rows.append(row)
         print(json.dumps(row), flush=True)

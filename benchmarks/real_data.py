@@ -69,7 +69,7 @@ def eval_results(results: Path, data: Path, out: Path) -> dict[str, float]:
     run([sys.executable, "tools/eval_results.py", f"results={results}", "dataset=voc07", f"dataset.root={data}",
          "dataset.metric=coco", "evaluation.plots=false", f"hydra.run.dir={out}"], out / "eval.log")
     metrics = json.loads((out / "metrics.json").read_text())["bbox"]
-    return {"AP50": metrics["bbox_mAP_50"], "AP": metrics["bbox_mAP"]}
+    return {"AP50": metrics["bbox/mAP_50"], "AP": metrics["bbox/mAP"]}
 
 
 # ------------------------------------------------------------------------------------------------------ ours

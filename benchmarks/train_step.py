@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for arch in args.archs.split(","):
         ours, theirs = build_pair(arch, args.num_classes, args.setting, args.height, args.width)
-        images, targets = synthetic_batch(args.batch, args.height, args.width, args.boxes, args.num_classes)
+        images, targets = synthetic_batch(args.batch, args.height, args.width, args.boxes, args.num_classes,
+                                          masks=arch == "mask_rcnn")
         images, targets = to_device(images, targets, device)
         fns, first = make_steps(arch, ours, theirs, images, targets, device, args.precision, args.channels_last,
                                  args.optimizer)

@@ -3,7 +3,7 @@ weights and batches, and an alternating A/B timer.
 
 Why this design: a ratio is only honest when both sides do the same work. So
 
-* the networks are the same: our `retinanet_r50_fpn` / `fcos_r50_fpn` / `faster_rcnn_r50_fpn` configs and
+* the networks are the same: our `retinanet_r50_fpn` / `fcos_r50_fpn` / `faster_rcnn_r50_fpn` / `mask_rcnn_r50_fpn` configs and
   torchvision's builders, with torchvision's freshly initialised weights copied into ours
   (`framework.models.convert_torchvision`), so both compute the same losses and detections;
 * the trainable layers and normalization are the same: `scratch` trains everything with BatchNorm in train mode
@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 from framework.config.cli import check_overrides  # noqa: E402
 from framework.config.instantiation import instantiate  # noqa: E402
 from framework.data.loader import collate  # noqa: E402
-from framework.models.convert_torchvision import TORCHVISION_MODELS, convert_state_dict  # noqa: E402
+from framework.models.convert_torchvision import TORCHVISION_MODELS, TWO_STAGE, convert_state_dict  # noqa: E402
 
-ARCHS = tuple(TORCHVISION_MODELS)  # retinanet, fcos, faster_rcnn
+ARCHS = tuple(TORCHVISION_MODELS)  # retinanet, fcos, faster_rcnn, mask_rcnn
 SETTINGS = ("finetune", "scratch")
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # both sides' defaults
 
@@ -75,7 +75,7 @@ def build_pair(arch: str, num_classes: int, setting: str, height: int, width: in
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
     config, builder, _ = TORCHVISION_MODELS[arch]
     torch.manual_seed(0)
-    tv_classes = num_classes + 1 if arch == "faster_rcnn" else num_classes
+    tv_classes = num_classes + 1 if arch in TWO_STAGE else num_classes
     theirs = getattr(detection, builder)(weights=None, weights_backbone=None, num_classes=tv_classes,
                                          min_size=min(height, width), max_size=max(height, width))
     theirs.transform.resize = lambda image, target=None: (image, target)
@@ -94,7 +94,7 @@ def build_pair(arch: str, num_classes: int, setting: str, height: int, width: in
 
 def _set_score_prior(model: nn.Module, arch: str, prior: float, num_classes: int) -> None:
     with torch.no_grad():
-        if arch == "faster_rcnn":  # softmax over K + 1: the first n classes get `prior`, background the rest
+        if arch in TWO_STAGE:  # softmax over K + 1: the first n classes get `prior`, background the rest
             bias = model.roi_heads.box_predictor.cls_score.bias
             n = max(1, min(num_classes, int(0.9 / prior)))
             probs = torch.full_like(bias, 1e-6)
@@ -126,8 +126,9 @@ def _check_same_trainable(ours: nn.Module, theirs: nn.Module) -> None:
 
 
 def synthetic_batch(batch: int, height: int, width: int, boxes_per_image: int, num_classes: int,
-                    seed: int = 0) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-    """Images in [0, 1] and targets with `boxes_per_image` boxes of varied size and shape per image."""
+                    seed: int = 0, masks: bool = False) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Images in [0, 1] and targets with `boxes_per_image` boxes of varied size and shape per image; with `masks`,
+    each box also gets an instance mask (uint8, the ellipse inscribed in the box)."""
     g = torch.Generator().manual_seed(seed)
     images = [torch.rand(3, height, width, generator=g) for _ in range(batch)]
     targets = []
@@ -136,14 +137,28 @@ def synthetic_batch(batch: int, height: int, width: int, boxes_per_image: int, n
         wh = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.5, height * 0.5]) + 16
         xy = torch.rand(n, 2, generator=g) * (torch.tensor([width, height]) - wh)
         boxes = torch.cat([xy, xy + wh], 1)
-        targets.append({"boxes": boxes, "labels": torch.randint(0, num_classes, (n,), generator=g)})
+        target = {"boxes": boxes, "labels": torch.randint(0, num_classes, (n,), generator=g)}
+        if masks:
+            target["masks"] = ellipse_masks(boxes, height, width)
+        targets.append(target)
     return images, targets
 
 
+def ellipse_masks(boxes: Tensor, height: int, width: int) -> Tensor:
+    """uint8 [N, H, W]: the ellipse inscribed in each box."""
+    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(width, dtype=torch.float32)[None] + 0.5
+    out = []
+    for x0, y0, x1, y1 in boxes.tolist():
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        out.append(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1)
+    return torch.stack(out).to(torch.uint8) if out else torch.zeros(0, height, width, dtype=torch.uint8)
+
+
 def torchvision_targets(arch: str, targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-    """torchvision's Faster R-CNN reserves label 0 for background; its one-stage detectors use labels as they are."""
-    shift = 1 if arch == "faster_rcnn" else 0
-    return [{"boxes": t["boxes"], "labels": t["labels"] + shift} for t in targets]
+    """torchvision's two-stage detectors reserve label 0 for background; its one-stage ones use labels as they are."""
+    shift = 1 if arch in TWO_STAGE else 0
+    return [{**t, "labels": t["labels"] + shift} for t in targets]
 
 
 def ours_inputs(images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:

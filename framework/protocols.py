@@ -118,13 +118,14 @@ class Evaluator(Protocol):
 
     def process(self, image_ids: Sequence[int], detections: Sequence[Mapping[str, Tensor]]) -> None:
         """Record one batch: `image_ids[i]` (the samples' `image_id`) and its detections (`boxes` XYXY in original
-        pixels, `scores`, contiguous `labels`). An image with no detections still counts (its ground truth
+        pixels, `scores`, contiguous `labels`; a mask model's also `masks`, bool [N, H, W] at the original size, or
+        their RLEs as `rles`). An image with no detections still counts (its ground truth
         becomes misses); an image processed twice (a distributed sampler's padding) counts once."""
         ...
 
     def evaluate(self) -> dict[str, float]:
-        """The metrics by name over everything processed since `reset()` (COCO: the 12 `bbox_*` numbers, VOC:
-        `voc_mAP`); also fills `summary` and `per_class`."""
+        """The metrics by name over everything processed since `reset()` (COCO: the 12 `bbox/…` numbers, and the
+        12 `segm/…` ones for a mask model; VOC: `voc_mAP`); also fills `summary` and `per_class`."""
         ...
 
     def format_per_class(self) -> str:
@@ -133,7 +134,8 @@ class Evaluator(Protocol):
 
     def write_results(self, path: str | Path) -> Path:
         """Write the processed detections as a COCO results JSON (a list of `{image_id, category_id, bbox (XYWH),
-        score}`), creating parent folders; returns the path."""
+        score}`), creating parent folders; returns the path. (`CocoEvaluator.write_results(path, task="segm")` writes
+        the masks as RLE.)"""
         ...
 
 
@@ -211,6 +213,15 @@ class ExportableHead(Head, Protocol):
     postprocess: Any
     """The head's `Postprocessor` (score_thr, nms_pre, nms_iou_thr, max_per_img, nms_type, class_agnostic,
     min_size): the export applies the same settings in the graph."""
+
+    # Optional, for a head with prototype masks (YOLO-seg); the export looks for them by name, never by class:
+    # - `dense_mask_predictions(features) -> (boxes, scores, level_sizes, coefficients [B, N, M], prototypes
+    #   [B, M, h, w])`: `dense_predictions` plus every prior's mask coefficients and the image's prototypes, from
+    #   one forward pass. The export then adds the outputs `mask_coefficients` (per detection, or per prior without
+    #   NMS) and `prototypes`.
+    # - `paste_masks(coefficients [n, M], prototypes [M, h, w], boxes [n, 4], image_size, out_size) -> bool
+    #   [n, *out_size]`: the masks `predict` returns, from those outputs for one image (boxes in `out_size`
+    #   pixels); `framework.export.verify_onnx` rebuilds masks from the ONNX outputs with it.
 
     def dense_predictions(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
         """Every prior decoded, before any selection: `(boxes [B, N, 4]` XYXY in input pixels, not clipped;

@@ -22,7 +22,7 @@ from framework.evaluation.build import build_evaluator, ground_truth
 from framework.protocols import Backbone, DetectionDataset, Evaluator, ExportableHead, Head, Neck
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
-TWO_STAGE = {"faster_rcnn_r50_fpn"}
+TWO_STAGE = {"faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn"}
 
 
 @pytest.mark.parametrize("name", MODELS)

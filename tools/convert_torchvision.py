@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert torchvision's RetinaNet / FCOS / Faster R-CNN (ResNet-50-FPN) weights into a checkpoint of ours.
+"""Convert torchvision's RetinaNet / FCOS / Faster / Mask R-CNN (ResNet-50-FPN) weights into a checkpoint of ours.
 
     python tools/convert_torchvision.py --arch retinanet --weights COCO_V1 --out work_dirs/torchvision/retinanet.pth
     python tools/test.py checkpoint=work_dirs/torchvision/retinanet.pth dataset=coco dataset.root=/data/coco
@@ -24,8 +24,8 @@ from framework.config.cli import check_overrides
 from framework.config.validation import ConfigError
 from framework.engine.checkpoint import save_converted
 from framework.models.convert_torchvision import (
-    ARCHS, TORCHVISION_MODELS, TorchvisionWeightsError, coco_slots, convert_state_dict, load_torchvision_state,
-    num_class_slots,
+    ARCHS, TORCHVISION_MODELS, TWO_STAGE, TorchvisionWeightsError, coco_slots, convert_state_dict,
+    load_torchvision_state, num_class_slots,
 )
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.classes == "coco":
             slots = coco_slots(names)
         elif args.classes == "all":
-            slots = list(range(1 if args.arch == "faster_rcnn" else 0, num_class_slots(state, args.arch)))
+            slots = list(range(1 if args.arch in TWO_STAGE else 0, num_class_slots(state, args.arch)))
         else:
             slots = [int(s) for s in args.classes.split(",")]
         model_cfg = TORCHVISION_MODELS[args.arch][0]

@@ -2,78 +2,72 @@
 """Score a COCO-format results file against a dataset, without a model:
 
     python tools/eval_results.py results=work_dirs/<exp>/<time>/eval_<time>/results.bbox.json
+    python tools/eval_results.py results=work_dirs/<exp>/<time>/eval_<time>/results.segm.json
     python tools/eval_results.py results=detections.json dataset=voc07 dataset.root=/data/VOCdevkit
 
 For detections made elsewhere (another framework, an exported model, a submission file). The dataset's metric
-applies (`dataset.metric`: COCO's 12 numbers, or VOC AP@0.5), as do the plots. Writes metrics.json and the plots
-to work_dirs/eval_results/<time>/.
+applies (`dataset.metric`: COCO's 12 numbers, or VOC AP@0.5), as do the plots. The file's records decide what is
+scored (framework/evaluation/results_file.py): boxes when they carry `bbox`, instance masks (`segm/…`, COCO metric
+only) when they carry `segmentation` (RLE or polygons), both when they carry both; for masks the dataset is read
+with its masks. Writes metrics.json and the plots to work_dirs/eval_results/<time>/.
 """
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from framework.config.instantiation import instantiate
 from omegaconf import DictConfig
 
 from framework.config.cli import hydra_cli
+from framework.config.instantiation import instantiate
 from framework.config.validation import ConfigError
 from framework.evaluation.build import build_evaluator, ground_truth
 from framework.evaluation.coco import format_metrics_table
+from framework.evaluation.metric_names import group_by_task
+from framework.evaluation.results_file import read_results, results_tasks, results_to_detections
 
 logger = logging.getLogger("framework")
 
 
-def load_results(path: Path, dataset: Any) -> dict[int, dict[str, torch.Tensor]]:
-    """Detections per image id (boxes XYXY, scores, contiguous labels) from a COCO results JSON."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Results file {path} does not exist (set results=/path/to/results.bbox.json).")
+def val_dataset(cfg: DictConfig, masks: bool) -> Any:
+    """`dataset.val`, read with its instance masks when mask results are scored."""
+    if not masks:
+        return instantiate(cfg.dataset.val)
     try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"Could not parse {path}: {e.msg} at line {e.lineno}, column {e.colno}") from e
-    if not isinstance(records, list):
-        raise ConfigError(f"{path} is not a COCO results file: expected a JSON list of "
-                          "{image_id, category_id, bbox, score} objects")
-    known = {int(i) for i in dataset.coco.imgs}
-    per_image: dict[int, list[tuple[list[float], float, int]]] = {i: [] for i in known}
-    for n, r in enumerate(records):
-        try:
-            img, cat, (x, y, w, h), score = int(r["image_id"]), int(r["category_id"]), r["bbox"], float(r["score"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: record {n} is not {{image_id, category_id, bbox: [x, y, w, h], score}}: "
-                              f"{r!r}") from e
-        if img not in known:
-            raise ConfigError(f"{path}: record {n} has image_id {img}, which is not in the dataset "
-                              f"({dataset.coco.dataset.get('info', {}).get('description', 'val split')})")
-        if cat not in dataset.cat_id_to_label:
-            raise ConfigError(f"{path}: record {n} has category_id {cat}, not one of the dataset's "
-                              f"{sorted(dataset.cat_id_to_label)}")
-        per_image[img].append(([x, y, x + w, y + h], score, dataset.cat_id_to_label[cat]))
-    return {img: {"boxes": torch.tensor([d[0] for d in dets], dtype=torch.float32).reshape(-1, 4),
-                  "scores": torch.tensor([d[1] for d in dets], dtype=torch.float32),
-                  "labels": torch.tensor([d[2] for d in dets], dtype=torch.int64)}
-            for img, dets in per_image.items()}
+        return instantiate(cfg.dataset.val, with_masks=True)
+    except Exception as err:  # noqa: BLE001
+        if "with_masks" not in str(err):
+            raise
+        raise ConfigError(f"{cfg.results} holds mask results (segmentation), but dataset.val "
+                          f"({cfg.dataset.val.get('_target_')}) has no masks to score them against.") from None
 
 
 @hydra_cli("eval_results")
 def main(cfg: DictConfig) -> None:
-    dataset = instantiate(cfg.dataset.val)
-    detections = load_results(Path(cfg.results).expanduser(), dataset)
-    evaluator = build_evaluator(dataset, cfg.dataset.metric, cfg.evaluation.backend)
+    path = Path(cfg.results).expanduser()
+    records = read_results(path)
+    tasks = results_tasks(records, path)
+    dataset = val_dataset(cfg, masks="segm" in tasks)
+    detections = results_to_detections(records, dataset, path, tasks)
+    evaluator = build_evaluator(dataset, cfg.dataset.metric, cfg.evaluation.backend,
+                                tasks=tasks if cfg.dataset.metric == "coco" or "segm" in tasks else None)
     ids = sorted(detections)
     evaluator.process(ids, [detections[i] for i in ids])
     metrics = evaluator.evaluate()
-    logger.info(f"{evaluator.summary}\n{evaluator.format_per_class()}\n{format_metrics_table(metrics)}")
+    metrics.update(evaluator.evaluate_official() if hasattr(evaluator, "evaluate_official") else {})
+    logger.info(f"Scored {path.name}: {', '.join(tasks)}\n{evaluator.summary}\n{evaluator.format_per_class()}\n"
+                f"{format_metrics_table(metrics)}")
     out = Path(cfg.work_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({"bbox": metrics, "per_class": evaluator.per_class}, indent=2))
+    per_class = getattr(evaluator, "per_class_by_task", None) or {"bbox": evaluator.per_class}
+    (out / "metrics.json").write_text(json.dumps({**group_by_task(metrics), "per_class": per_class}, indent=2))
     if cfg.evaluation.plots:
         from framework.evaluation.plots import write_plots
 
-        report = write_plots(ground_truth(dataset), detections, list(dataset.classes), out)
-        logger.info(f"Best F1 {report['best_f1']:.3f} at confidence {report['best_conf']:.3f}")
+        for task in tasks:
+            report = write_plots(ground_truth(dataset, masks=task == "segm"), detections, list(dataset.classes),
+                                 out, task=task)
+            logger.info(f"{task}: best F1 {report['best_f1']:.3f} at confidence {report['best_conf']:.3f}")
     logger.info(f"Wrote {out / 'metrics.json'} and the plots to {out}")
 
 

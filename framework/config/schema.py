@@ -51,7 +51,9 @@ class TrainerConfig:
     log_interval: int = 20  # iterations between log lines / progress updates
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip_norm: Optional[float] = None
-    best_metric: str = "auto"  # auto: the evaluator's main number (bbox_mAP for COCO, voc_mAP for VOC)
+    # auto: the evaluator's main number (bbox/mAP for COCO, for a mask model too; voc_mAP for VOC); or any metric key,
+    # e.g. segm/mAP (a mask model's mask AP), bbox/mAP_50
+    best_metric: str = "auto"
     progress_bar: bool = True
     channels_last: bool = False  # NHWC memory format: faster convolutions on recent CPUs and on GPUs
     cudnn_benchmark: bool = True  # GPU: let cuDNN time its algorithms per input shape (off when deterministic)
@@ -118,7 +120,7 @@ class BrowseConfig(TrainConfig):
 
 @dataclass
 class EvalResultsConfig(TrainConfig):
-    results: str = MISSING  # a COCO-format results JSON (list of image_id, category_id, bbox, score)
+    results: str = MISSING  # a COCO results JSON (image_id, category_id, bbox and/or segmentation, score per record)
 
 
 @dataclass

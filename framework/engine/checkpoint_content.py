@@ -179,7 +179,8 @@ def _what_to_do(obj: Any, path: str | os.PathLike, purpose: str) -> str:
                 f"(add dataset=… overrides for your data){note}, {then}.")
     if any(k.startswith("backbone.body.") for k in keys):
         return ("Its keys look like a torchvision detector's, but not one tools/convert_torchvision.py converts "
-                "(RetinaNet, FCOS or Faster R-CNN with a ResNet-50-FPN, --arch retinanet|fcos|faster_rcnn). " + train)
+                "(RetinaNet, FCOS, Faster R-CNN or Mask R-CNN with a ResNet-50-FPN, --arch "
+                "retinanet|fcos|faster_rcnn|mask_rcnn). " + train)
     if any(re.match(r"model\.\d+\.", k) for k in keys):
         return (f"Its keys look like an ultralytics YOLO model's: convert it with `python tools/convert_ultralytics.py "
                 f"--weights {path} --out {out}`, then use {out}.")

@@ -3,7 +3,7 @@
 `dataset.metric` chooses: `coco` (the 12 numbers, by pycocotools or faster-coco-eval), `voc07` / `voc12` (VOC
 AP@0.5 with 11-point or area interpolation). Every dataset of ours carries a pycocotools `COCO` index of its
 annotations (VOC's difficult objects and Cityscapes' group regions as crowd), so the ground truth for VOC metrics
-and for the plots is read from that one place.
+and for the plots is read from that one place; with masks, so is the mask ground truth of the segm plots.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from framework.config.validation import ConfigError, did_you_mean
 METRICS = ("coco", "voc07", "voc12")
 
 
-def ground_truth(dataset: Any) -> list[dict[str, Any]]:
+def ground_truth(dataset: Any, masks: bool = False) -> list[dict[str, Any]]:
     """Per image of `dataset` (in its order): image_id, boxes (N, 4) XYXY in original pixels, labels 0..K-1, and
-    `ignore` (crowd regions; VOC's difficult objects), read from the dataset's COCO index."""
+    `ignore` (crowd regions; VOC's difficult objects), read from the dataset's COCO index. With `masks`, also
+    `rles`: each object's mask as an RLE dict (from its `segmentation`: polygons, RLE or crowd RLE)."""
     coco, to_label = dataset.coco, dataset.cat_id_to_label
     out = []
     ids = list(getattr(dataset, "ids", []))
@@ -33,15 +34,40 @@ def ground_truth(dataset: Any) -> list[dict[str, Any]]:
             "labels": np.array([to_label[int(a["category_id"])] for a in anns], dtype=np.int64),
             "ignore": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
         })
+        if masks:
+            out[-1]["rles"] = [_rle(coco, a) for a in anns]
     return out
 
 
-def build_evaluator(dataset: Any, metric: str = "coco", backend: str = "pycocotools") -> Any:
-    """The evaluator for `dataset` under `metric` (see the module docstring)."""
+def has_masks(dataset: Any) -> bool:
+    """Whether the dataset's ground truth carries segmentations (a dataset built with masks)."""
+    return any(a.get("segmentation") for a in dataset.coco.dataset.get("annotations", []))
+
+
+def _rle(coco: Any, ann: dict[str, Any]) -> dict[str, Any]:
+    if not ann.get("segmentation"):
+        raise ValueError(f"annotation id {ann.get('id')} (image {ann.get('image_id')}) has no 'segmentation': the "
+                         "mask plots need every object's mask (build the dataset with_masks=True)")
+    rle = coco.annToRLE(ann)
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def build_evaluator(dataset: Any, metric: str = "coco", backend: str = "pycocotools",
+                    tasks: tuple[str, ...] | None = None) -> Any:
+    """The evaluator for `dataset` under `metric` (see the module docstring). `tasks`: what a COCO evaluator
+    scores (None: boxes, and masks when the detections carry them; `CocoEvaluator`)."""
+    if tasks is not None and "segm" in tasks and metric != "coco":
+        raise ConfigError(f"dataset.metric={metric} scores boxes only; instance masks (segm) are scored with "
+                          "dataset.metric=coco")
     if metric == "coco":
+        from framework.evaluation.cityscapes import official_scorer
         from framework.evaluation.coco import CocoEvaluator
 
-        return CocoEvaluator(dataset.coco, dataset.label_to_cat_id, dataset.classes, backend=backend)
+        # masks are scored when the model's detections carry them (tasks=None); Cityscapes with masks adds its
+        # official instance AP in tools/test.py
+        return CocoEvaluator(dataset.coco, dataset.label_to_cat_id, dataset.classes, backend=backend, tasks=tasks,
+                             official=official_scorer(dataset))
     if metric in ("voc07", "voc12"):
         from framework.evaluation.voc import VOCEvaluator
 

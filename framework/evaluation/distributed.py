@@ -14,7 +14,8 @@ import torch.distributed as dist
 def gather_predictions(image_ids: Sequence[int], detections: Sequence[Any]) -> tuple[list[int], list[Any]]:
     """All ranks' predictions on every rank, each image once, in rank order; unchanged outside torch.distributed.
 
-    Detections must be on the CPU (they are pickled).
+    Detections must be on the CPU (they are pickled), masks as RLE (`framework.evaluation.masks.compact_detection`):
+    full masks would make every rank send megabytes per image.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return list(image_ids), list(detections)

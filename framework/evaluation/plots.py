@@ -13,6 +13,9 @@ Inputs, shared by every function:
 * ``detections`` -- a mapping ``image_id -> {"boxes": (M, 4) XYXY original pixels, "scores": (M,), "labels":
   (M,)}``. An image of ``annotations`` that has no entry has no detections; entries for image ids that are not in
   ``annotations`` are ignored (as pycocotools ignores results outside its image set).
+* ``task`` -- ``"bbox"`` (default) matches boxes; ``"segm"`` matches instance masks by mask IoU: then every
+  ground-truth dict also has ``"rles"`` and every detection dict ``"rles"`` (COCO RLE dicts at the original image
+  size, one per box, framework/evaluation/masks.py), and the boxes are not used.
 
 Matching:
 
@@ -39,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "detection_curves", "figure_to_rgb", "normalize_confusion", "write_plots"]
+__all__ = ["TASK_PREFIX", "confusion_matrix", "detection_curves", "figure_to_rgb", "normalize_confusion",
+           "write_plots"]
 
 #: Number of points of the confidence grid (F1/P/R vs confidence) and of the recall grid (PR curve), as ultralytics.
 GRID_POINTS = 1000
@@ -48,6 +52,11 @@ MAX_LEGEND_CLASSES = 20
 #: With at most this many rows/columns the confusion-matrix cells are annotated with their values.
 MAX_ANNOTATED_CELLS = 30
 
+#: The file-name prefix of each task's plots: pr_curve.png for boxes, segm_pr_curve.png for masks.
+TASK_PREFIX = {"bbox": "", "segm": "segm_"}
+
+# gt regions, gt labels, gt ignore, det regions, det scores, det labels. Regions are (N, 4) float64 XYXY boxes, or
+# (N,) object arrays of RLE dicts (task "segm"): both index, reorder and mask alike.
 _Image = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -60,12 +69,36 @@ def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
+def _regions(value: Any, task: str) -> np.ndarray:
+    """Boxes as an (N, 4) float64 array, or RLE dicts as an (N,) object array."""
+    if task == "bbox":
+        return _as_numpy(value, np.float64).reshape(-1, 4)
+    rles = list(value or [])
+    out = np.empty(len(rles), dtype=object)
+    out[:] = [dict(r) for r in rles]
+    return out
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of boxes or of masks (pycocotools' RLE IoU)."""
+    if a.dtype != object:
+        return _box_iou(a, b)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    from pycocotools import mask as mask_utils
+
+    return np.asarray(mask_utils.iou(list(a), list(b), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+
+
 def _prepare(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, Mapping[str, Any]] | None,
-             num_classes: int) -> list[_Image]:
-    """Per image: gt boxes (float64), gt labels, gt ignore flags, det boxes, det scores, det labels (dets sorted by
-    descending score, stably)."""
+             num_classes: int, task: str = "bbox") -> list[_Image]:
+    """Per image: gt regions, gt labels, gt ignore flags, det regions, det scores, det labels (dets sorted by
+    descending score, stably). Regions are boxes, or masks for task ``segm``."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if task not in TASK_PREFIX:
+        raise ValueError(f"task must be one of {tuple(TASK_PREFIX)}, got {task!r}")
+    key = "rles" if task == "segm" else "boxes"
     dets_by_id: dict[int, Mapping[str, Any]] = {int(k): v for k, v in (detections or {}).items()}
     images: list[_Image] = []
     seen: set[int] = set()
@@ -74,7 +107,9 @@ def _prepare(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, 
         if img_id in seen:
             raise ValueError(f"image_id {img_id} appears more than once in annotations")
         seen.add(img_id)
-        gt_boxes = _as_numpy(ann.get("boxes"), np.float64).reshape(-1, 4)
+        if task == "segm" and "rles" not in ann:
+            raise ValueError(f"image {img_id}: the ground truth has no 'rles' (instance masks), which segm plots need")
+        gt_boxes = _regions(ann.get(key), task)
         gt_labels = _as_numpy(ann.get("labels"), np.int64).reshape(-1)
         ignore = ann.get("ignore")
         gt_ignore = (np.zeros(len(gt_labels), dtype=bool) if ignore is None
@@ -83,7 +118,7 @@ def _prepare(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, 
             raise ValueError(f"image {img_id}: {len(gt_boxes)} gt boxes, {len(gt_labels)} labels, "
                              f"{len(gt_ignore)} ignore flags")
         det = dets_by_id.get(img_id, {})
-        det_boxes = _as_numpy(det.get("boxes"), np.float64).reshape(-1, 4)
+        det_boxes = _regions(det.get(key), task)
         det_scores = _as_numpy(det.get("scores"), np.float64).reshape(-1)
         det_labels = _as_numpy(det.get("labels"), np.int64).reshape(-1)
         if not len(det_boxes) == len(det_scores) == len(det_labels):
@@ -118,7 +153,7 @@ def _match_image(image: _Image, iou_thr: float) -> tuple[np.ndarray, np.ndarray]
     ignored = np.zeros(n_det, dtype=bool)
     if n_det == 0 or len(gt_labels) == 0:
         return tp, ignored
-    iou = _box_iou(det_boxes, gt_boxes)
+    iou = _overlap(det_boxes, gt_boxes)
     ok = (iou >= iou_thr) & (det_labels[:, None] == gt_labels[None, :])
     cand = ok & ~gt_ignore[None, :]
     n_cand = cand.sum(1)
@@ -231,7 +266,7 @@ def _curves(images: list[_Image], num_classes: int, iou_thr: float) -> dict[str,
 
 
 def detection_curves(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, Mapping[str, Any]],
-                     num_classes: int, iou_thr: float = 0.5) -> dict[str, Any]:
+                     num_classes: int, iou_thr: float = 0.5, task: str = "bbox") -> dict[str, Any]:
     """Precision, recall and F1 versus confidence, PR curves and AP per class, at one IoU threshold.
 
     Matching is COCOeval's greedy matching (module docstring). Precision/recall/F1 at a confidence ``t`` are those
@@ -259,7 +294,7 @@ def detection_curves(annotations: Sequence[Mapping[str, Any]], detections: Mappi
       the mean F1 (the first, i.e. lowest, threshold if several tie; no smoothing) and the mean values there.
       Without any ground truth ``best_f1`` is 0 at ``best_conf`` 0.
     """
-    return _curves(_prepare(annotations, detections, num_classes), num_classes, iou_thr)
+    return _curves(_prepare(annotations, detections, num_classes, task), num_classes, iou_thr)
 
 
 # ------------------------------------------------------------------------------------------------ confusion matrix
@@ -274,7 +309,7 @@ def _confusion(images: list[_Image], num_classes: int, conf_thr: float, iou_thr:
         det_matched = np.zeros(len(det_labels), dtype=bool)
         gt_matched = np.zeros(len(g_labels), dtype=bool)
         if len(det_labels) and len(g_labels):
-            iou = _box_iou(g_boxes, det_boxes)
+            iou = _overlap(g_boxes, det_boxes)
             gi, di = np.nonzero(iou >= iou_thr)
             if gi.size:
                 # Greedy one-to-one by descending IoU; ties go to the higher-scoring detection, then the lower gt.
@@ -289,13 +324,13 @@ def _confusion(images: list[_Image], num_classes: int, conf_thr: float, iou_thr:
         np.add.at(matrix, (g_labels[~gt_matched], k), 1)  # missed: (true class, background)
         unmatched = ~det_matched
         if gt_ignore.any() and unmatched.any():  # detections on crowd / difficult regions are not counted
-            unmatched &= ~(_box_iou(det_boxes, gt_boxes[gt_ignore]) >= iou_thr).any(1)
+            unmatched &= ~(_overlap(det_boxes, gt_boxes[gt_ignore]) >= iou_thr).any(1)
         np.add.at(matrix, (k, det_labels[unmatched]), 1)  # false positive: (background, predicted class)
     return matrix
 
 
 def confusion_matrix(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, Mapping[str, Any]],
-                     num_classes: int, conf_thr: float = 0.25, iou_thr: float = 0.45) -> np.ndarray:
+                     num_classes: int, conf_thr: float = 0.25, iou_thr: float = 0.45, task: str = "bbox") -> np.ndarray:
     """(K+1, K+1) int64 counts indexed ``[true, predicted]``; index K is background.
 
     Ultralytics' definition: detections with score >= ``conf_thr`` are matched to non-ignored ground truth of any
@@ -307,7 +342,7 @@ def confusion_matrix(annotations: Sequence[Mapping[str, Any]], detections: Mappi
 
     Rows are the true class, columns the predicted class (ultralytics stores the transpose).
     """
-    return _confusion(_prepare(annotations, detections, num_classes), num_classes, conf_thr, iou_thr)
+    return _confusion(_prepare(annotations, detections, num_classes, task), num_classes, conf_thr, iou_thr)
 
 
 def normalize_confusion(matrix: np.ndarray) -> np.ndarray:
@@ -359,7 +394,11 @@ def _finish_axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small", frameon=False)
 
 
-def _pr_figure(curves: dict[str, Any], class_names: Sequence[str]) -> Any:
+def _iou_name(task: str) -> str:
+    return "mask IoU" if task == "segm" else "IoU"
+
+
+def _pr_figure(curves: dict[str, Any], class_names: Sequence[str], task: str = "bbox") -> Any:
     fig = _new_figure((9, 6))
     ax = fig.add_subplot(1, 1, 1)
     _plot_class_curves(ax, curves["pr_recall"], curves["pr_precision"], curves, class_names,
@@ -367,11 +406,12 @@ def _pr_figure(curves: dict[str, Any], class_names: Sequence[str]) -> Any:
     tag = f"mAP@{curves['iou_thr']:g}"
     ax.plot(curves["pr_recall"], curves["mean_pr_precision"], linewidth=3, color="blue",
             label=f"all classes {curves['map']:.3f} {tag}")
-    _finish_axes(ax, "Recall", "Precision", f"Precision-Recall curve (IoU {curves['iou_thr']:g}, legend: AP)")
+    _finish_axes(ax, "Recall", "Precision",
+                 f"Precision-Recall curve ({_iou_name(task)} {curves['iou_thr']:g}, legend: AP)")
     return fig
 
 
-def _f1_figure(curves: dict[str, Any], class_names: Sequence[str]) -> Any:
+def _f1_figure(curves: dict[str, Any], class_names: Sequence[str], task: str = "bbox") -> Any:
     fig = _new_figure((9, 6))
     ax = fig.add_subplot(1, 1, 1)
     _plot_class_curves(ax, curves["conf"], curves["f1"], curves, class_names, lambda c: str(class_names[c]))
@@ -381,13 +421,13 @@ def _f1_figure(curves: dict[str, Any], class_names: Sequence[str]) -> Any:
     ax.axvline(best_conf, color="red", linestyle="--", linewidth=1)
     ax.plot([best_conf], [best_f1], marker="o", color="red", label=f"best mean F1 (conf {best_conf:.3f})")
     _finish_axes(ax, "Confidence", "F1",
-                 f"F1-Confidence curve (IoU {curves['iou_thr']:g}): best mean F1 {best_f1:.3f} at conf "
+                 f"F1-Confidence curve ({_iou_name(task)} {curves['iou_thr']:g}): best mean F1 {best_f1:.3f} at conf "
                  f"{best_conf:.3f}")
     return fig
 
 
 def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalize: bool, conf_thr: float,
-                      iou_thr: float) -> Any:
+                      iou_thr: float, task: str = "bbox") -> Any:
     names = [*map(str, class_names), "background"]
     n = len(names)
     values = normalize_confusion(matrix) if normalize else matrix.astype(np.float64)
@@ -413,16 +453,17 @@ def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], normalize:
                 colour = "white" if vmax and values[i, j] > 0.6 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=max(fontsize - 2, 4), color=colour)
     how = "rows (true class) normalised to 1" + (", counts in brackets" if n <= MAX_ANNOTATED_CELLS else "")
-    ax.set_title(f"Confusion matrix\n{how if normalize else 'counts'}\nscore >= {conf_thr:g}, IoU >= {iou_thr:g}",
-                 fontsize="medium")
+    ax.set_title(f"Confusion matrix\n{how if normalize else 'counts'}\nscore >= {conf_thr:g}, "
+                 f"{_iou_name(task)} >= {iou_thr:g}", fontsize="medium")
     return fig
 
 
 def write_plots(annotations: Sequence[Mapping[str, Any]], detections: Mapping[Any, Mapping[str, Any]],
                 class_names: Sequence[str], out_dir: str | os.PathLike[str], *, conf_thr: float = 0.25,
                 iou_thr: float = 0.5, cm_iou_thr: float = 0.45, normalize: bool = True, dpi: int = 150,
-                return_figures: bool = True) -> dict[str, Any]:
-    """Write ``pr_curve.png``, ``confusion_matrix.png`` and ``f1_curve.png`` to ``out_dir`` (created if needed).
+                return_figures: bool = True, task: str = "bbox") -> dict[str, Any]:
+    """Write ``pr_curve.png``, ``confusion_matrix.png`` and ``f1_curve.png`` to ``out_dir`` (created if needed);
+    for ``task="segm"`` (masks matched by mask IoU) ``segm_pr_curve.png`` … and the keys below get the same prefix.
 
     ``K = len(class_names)``. Curves use ``detection_curves(..., iou_thr)`` (0.5); the confusion matrix
     ``confusion_matrix(..., conf_thr, cm_iou_thr)`` (0.25, 0.45), drawn row-normalised per true class (each
@@ -437,16 +478,17 @@ def write_plots(annotations: Sequence[Mapping[str, Any]], detections: Mapping[An
     """
     class_names = [str(n) for n in class_names]
     num_classes = len(class_names)
-    images = _prepare(annotations, detections, num_classes)
+    images = _prepare(annotations, detections, num_classes, task)
     curves = _curves(images, num_classes, iou_thr)
     counts = _confusion(images, num_classes, conf_thr, cm_iou_thr)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    prefix = TASK_PREFIX[task]
     figures = {
-        "pr_curve": _pr_figure(curves, class_names),
-        "confusion_matrix": _confusion_figure(counts, class_names, normalize, conf_thr, cm_iou_thr),
-        "f1_curve": _f1_figure(curves, class_names),
+        f"{prefix}pr_curve": _pr_figure(curves, class_names, task),
+        f"{prefix}confusion_matrix": _confusion_figure(counts, class_names, normalize, conf_thr, cm_iou_thr, task),
+        f"{prefix}f1_curve": _f1_figure(curves, class_names, task),
     }
     paths: dict[str, Path] = {}
     for name, fig in figures.items():

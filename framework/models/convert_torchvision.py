@@ -1,8 +1,9 @@
-"""Map torchvision's RetinaNet, FCOS and Faster R-CNN (ResNet-50-FPN) state dicts onto our equivalent models.
+"""Map torchvision's RetinaNet, FCOS, Faster R-CNN and Mask R-CNN (ResNet-50-FPN) state dicts onto our models.
 
-Our `retinanet_r50_fpn`, `fcos_r50_fpn` and `faster_rcnn_r50_fpn` configs are built to be the same networks as
-torchvision's, so conversion is a renaming of keys plus, optionally, choosing which of torchvision's 91 COCO class
-slots to keep (torchvision indexes its outputs by COCO category id; our heads use contiguous labels 0..K-1).
+Our `retinanet_r50_fpn`, `fcos_r50_fpn`, `faster_rcnn_r50_fpn` and `mask_rcnn_r50_fpn` configs are built to be the
+same networks as torchvision's, so conversion is a renaming of keys plus, optionally, choosing which of torchvision's
+91 COCO class slots to keep (torchvision indexes its outputs by COCO category id; our heads use contiguous labels
+0..K-1).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-ARCHS = ("retinanet", "fcos", "faster_rcnn")
+ARCHS = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
+#: the R-CNNs, whose class slots include background at slot 0
+TWO_STAGE = ("faster_rcnn", "mask_rcnn")
 
 _BACKBONE_RULES: list[tuple[str, str | Callable[[re.Match], str]]] = [
     (r"^backbone\.body\.conv1\.", "backbone.stem.0."),
@@ -46,6 +49,14 @@ _RULES: dict[str, list[tuple[str, str | Callable[[re.Match], str]]]] = {
         (r"^roi_heads\.box_predictor\.bbox_pred\.", "head.roi.box_out."),
     ],
 }
+# Mask R-CNN is Faster R-CNN plus the mask stage. Its FCN blocks are Conv2dNormActivation(conv, ReLU), mask_head.i.0
+# -> our Sequential index 2i; state dicts saved before torchvision 0.13 (COCO_V1 among them) name them mask_fcn{i+1}
+_RULES["mask_rcnn"] = _RULES["faster_rcnn"] + [
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", lambda m: f"head.mask.convs.{2 * int(m[1])}."),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.", lambda m: f"head.mask.convs.{2 * (int(m[1]) - 1)}."),
+    (r"^roi_heads\.mask_predictor\.conv5_mask\.", "head.mask.deconv."),
+    (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "head.mask.logits."),
+]
 
 
 def convert_key(key: str, arch: str) -> str:
@@ -57,8 +68,8 @@ def convert_key(key: str, arch: str) -> str:
 
 
 def num_class_slots(state: dict[str, Tensor], arch: str, num_anchors: int = 9) -> int:
-    """How many class slots a torchvision state dict has (Faster R-CNN's include background)."""
-    if arch == "faster_rcnn":
+    """How many class slots a torchvision state dict has (the R-CNNs' include background)."""
+    if arch in TWO_STAGE:
         return state["roi_heads.box_predictor.cls_score.bias"].numel()
     slots = state["head.classification_head.cls_logits.bias"].numel()
     return slots // num_anchors if arch == "retinanet" else slots
@@ -76,9 +87,9 @@ def convert_state_dict(state: dict[str, Tensor], arch: str, class_slots: Sequenc
     """Our state dict from torchvision's.
 
     `class_slots`: torchvision output slots to keep, in our label order (e.g. the 80 COCO category ids, for a
-    model trained on torchvision's 91-slot layout to evaluate on a COCO dataset with contiguous labels). For Faster
-    R-CNN, slot 0 (background) is always kept in front. None keeps every slot as it is. `num_anchors`: anchors per
-    location of the RetinaNet (its class logits are laid out anchor-major).
+    model trained on torchvision's 91-slot layout to evaluate on a COCO dataset with contiguous labels). For the
+    R-CNNs, slot 0 (background) is always kept in front. None keeps every slot as it is. `num_anchors`: anchors
+    per location of the RetinaNet (its class logits are laid out anchor-major).
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
@@ -99,6 +110,8 @@ def convert_state_dict(state: dict[str, Tensor], arch: str, class_slots: Sequenc
             for k in ("weight", "bias"):
                 out[f"head.roi.cls_out.{k}"] = _select_classes(out[f"head.roi.cls_out.{k}"], num, keep, 1)
                 out[f"head.roi.box_out.{k}"] = _select_classes(out[f"head.roi.box_out.{k}"], num, keep, 4)
+                if arch == "mask_rcnn":
+                    out[f"head.mask.logits.{k}"] = _select_classes(out[f"head.mask.logits.{k}"], num, keep, 1)
     return out
 
 
@@ -109,6 +122,7 @@ TORCHVISION_MODELS = {
     "retinanet": ("retinanet_r50_fpn", "retinanet_resnet50_fpn", "RetinaNet_ResNet50_FPN_Weights"),
     "fcos": ("fcos_r50_fpn", "fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights"),
     "faster_rcnn": ("faster_rcnn_r50_fpn", "fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights"),
+    "mask_rcnn": ("mask_rcnn_r50_fpn", "maskrcnn_resnet50_fpn", "MaskRCNN_ResNet50_FPN_Weights"),
 }
 
 

@@ -33,7 +33,7 @@ def test_eval_speed_benchmark_quick(tmp_path: Path) -> None:
     for r in data["results"].values():
         assert len(r["runs"]) == 1
         assert 0 < r["evaluate_s"] <= r["total_s"]
-        assert list(r["metrics"]) == list(COCO_METRIC_NAMES) and 0 < r["metrics"]["bbox_mAP"] < 1
+        assert list(r["metrics"]) == list(COCO_METRIC_NAMES) and 0 < r["metrics"]["bbox/mAP"] < 1
     assert "| backend | process + evaluate | evaluate |" in proc.stdout
     assert "| pycocotools |" in proc.stdout
 

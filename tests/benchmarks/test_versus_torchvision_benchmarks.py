@@ -49,7 +49,7 @@ def check_rows(data: dict, archs: list[str]) -> None:
 
 def test_train_step_quick_writes_json_and_both_sides_compute_the_same_losses(tmp_path: Path, capsys) -> None:
     out = tmp_path / "t.json"
-    load("train_step").main(["--quick", "--out", str(out)])
+    load("train_step").main(["--quick", "--archs", "retinanet,fcos,faster_rcnn", "--out", str(out)])
     data = json.loads(out.read_text())
     check_rows(data, ["retinanet", "fcos", "faster_rcnn"])
     first = {r["arch"]: r["first_losses"] for r in data["results"]}

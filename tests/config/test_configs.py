@@ -47,6 +47,11 @@ def data_overrides(shapes_root: Path, dataset: str, roots: dict[str, Path] | Non
 # options that only fit some models, and a light backbone where the option under test is not the backbone
 CONTEXT = {("model/head/cls_loss", "ce"): ["model=faster_rcnn_r50_fpn"],
            ("model/neck", "yolo_pan"): ["model=yolo_cspdarknet_s"],
+           # the mask losses belong to a mask head; a few detections keep the mask stage's forward short
+           **{("model/head/mask_loss", o): ["model=mask_rcnn_r50_fpn", "model.head.roi.max_per_img=10"]
+              for o in ("bce", "dice", "bce_dice")},
+           ("model", "mask_rcnn_r50_fpn"): ["model.head.roi.max_per_img=10"],
+           ("model/head", "mask_rcnn"): ["model.head.roi.max_per_img=10"],
            # the 1x recipes start from ImageNet weights, which cannot be downloaded here
            **{("experiment", e): ["model.backbone.pretrained=false"] for e in ("retinanet_1x", "fcos_1x", "faster_rcnn_1x")}}
 LIGHT = ["model/backbone=resnet18"]

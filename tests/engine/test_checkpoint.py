@@ -87,8 +87,9 @@ def test_check_checkpoint_describes_what_a_file_holds(tmp_path):
     cases = {
         "converted": (ours, None),  # what tools/convert_*.py write (epoch 0, no optimizer) resumes as a fresh start
         "no_iter": ({k: v for k, v in ours.items() if k != "iter"}, "no `iter`"),
-        "mask_rcnn": ({"backbone.body.conv1.weight": torch.zeros(1), "roi_heads.mask_predictor.mask_fcn_logits.weight":
-                       torch.zeros(1)}, "not one tools/convert_torchvision.py converts"),
+        "keypoint_rcnn": ({"backbone.body.conv1.weight": torch.zeros(1),
+                           "roi_heads.keypoint_predictor.kps_score_lowres.weight": torch.zeros(1)},
+                          "not one tools/convert_torchvision.py converts"),
         "yolo": ({"model.0.conv.weight": torch.zeros(1), "model.22.dfl.conv.weight": torch.zeros(1)},
                  "python tools/convert_ultralytics.py --weights"),
         "ours_bare": ({"backbone.stem.0.weight": torch.zeros(1), "head.cls_out.bias": torch.zeros(1)},

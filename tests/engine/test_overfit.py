@@ -36,7 +36,7 @@ def overfit(shapes_root, tmp_path, model, make_optimizer, epochs: int, milestone
                                   iters_per_epoch=len(train_loader))
     evaluator = CocoEvaluator(data.coco, data.label_to_cat_id, data.classes)
     evaluation = Evaluation(build_dataloader(few, batch_size=4), evaluator, progress_bar=False)
-    callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox_mAP", interval=0, keep=None)]
+    callbacks = [EvalSchedule(evaluation, interval=epochs), Checkpoint("bbox/mAP", interval=0, keep=None)]
     result = Trainer(model, train_loader, optimizer, scheduler, callbacks, work_dir=tmp_path, max_epochs=epochs,
                      log_interval=20).fit()
     assert sorted(evaluator.image_ids) == sorted(data.ids[:4]) and (tmp_path / "checkpoints" / "best.pth").is_file()
@@ -54,4 +54,4 @@ def test_retinanet_overfits_a_few_images(shapes_root, tmp_path):
     )
     sgd = partial(torch.optim.SGD, lr=0.02, momentum=0.9, weight_decay=1e-4)
     metrics, summary = overfit(shapes_root, tmp_path, model, sgd, epochs=12, milestone=9)  # mAP@0.5 0.98 / 0.97 (seeds 0/1)
-    assert metrics["bbox_mAP_50"] >= 0.9, summary
+    assert metrics["bbox/mAP_50"] >= 0.9, summary

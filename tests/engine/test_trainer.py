@@ -63,7 +63,7 @@ def test_bf16_autocast_and_accumulation(engine_run):
     assert train and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in train)
     assert trainer.iter == 6 and [r["iter"] for r in train] == [2, 3, 4, 6]  # log_interval=2 and epoch ends
     assert trainer.scheduler.last_epoch == 6 and trainer.epoch == 2
-    assert engine_run.result["best"]["epoch"] in (1, 2) and "bbox_mAP" in engine_run.result["last"]
+    assert engine_run.result["best"]["epoch"] in (1, 2) and "bbox/mAP" in engine_run.result["last"]
 
 
 def test_fp16_uses_a_grad_scaler(shapes_root, tmp_path):

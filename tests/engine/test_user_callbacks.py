@@ -93,7 +93,7 @@ def test_user_callback_from_the_config_raises_then_resumes(shapes_root, tmp_path
     assert all(isinstance(v, float) for v in steps[0]["losses"].values())
     evals = [e for e in seen if e["event"] == "eval"]
     metrics_json_keys = set(json.loads((run1 / "metrics.jsonl").read_text().splitlines()[-1]))
-    assert evals and set(evals[0]["metrics"]) <= metrics_json_keys and "bbox_mAP" in evals[0]["metrics"]
+    assert evals and set(evals[0]["metrics"]) <= metrics_json_keys and "bbox/mAP" in evals[0]["metrics"]
     assert not (run1 / "tb").exists()  # ~callbacks.tensorboard
 
     out.unlink()

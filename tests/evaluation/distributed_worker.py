@@ -9,10 +9,12 @@ import torch.distributed as dist
 
 from framework.evaluation.coco import CocoEvaluator
 from framework.evaluation.distributed import gather_predictions
+from framework.evaluation.masks import compact_detection
 
 
 def fake_detections(coco, image_ids, seed=0):
-    """Near-perfect detections with some noise and false positives, one dict per image."""
+    """Near-perfect detections with some noise and false positives, one dict per image, with masks (the objects'
+    own, each shifted by a pixel or two; the false positives' are their boxes) as a mask model gives them."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for img_id in image_ids:
@@ -23,7 +25,14 @@ def fake_detections(coco, image_ids, seed=0):
         boxes = torch.cat([boxes, torch.cat([fp, fp + 20], 1)])
         labels = torch.tensor([a["category_id"] - 1 for a in anns] + [0, 1, 2], dtype=torch.int64)
         scores = torch.rand(len(labels), generator=g)
-        out.append({"boxes": boxes, "scores": scores, "labels": labels})
+        info = coco.imgs[img_id]
+        masks = torch.zeros(len(labels), info["height"], info["width"], dtype=torch.bool)
+        for k, a in enumerate(anns):
+            dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+            masks[k] = torch.from_numpy(coco.annToMask(a)).bool().roll((dy, dx), (0, 1))
+        for k, (x0, y0) in enumerate(fp.long().tolist(), start=len(anns)):
+            masks[k, y0:y0 + 20, x0:x0 + 20] = True
+        out.append({"boxes": boxes, "scores": scores, "labels": labels, "masks": masks})
     return out
 
 
@@ -32,7 +41,7 @@ def run(rank: int, world: int, init_file: str, ann_file: str, out_file: str) -> 
     try:
         evaluator = CocoEvaluator(ann_file, [1, 2, 3, 4], ["circle", "square", "triangle", "cross"])
         ids = sorted(evaluator.coco_gt.getImgIds())
-        dets = fake_detections(evaluator.coco_gt, ids)
+        dets = [compact_detection(d) for d in fake_detections(evaluator.coco_gt, ids)]  # masks as RLE, as gathered
         mine = list(range(rank, len(ids), world))
         if rank == world - 1:
             mine.append(0)  # what DistributedSampler pads in: an image already on rank 0

@@ -135,7 +135,7 @@ def _direct_stats(coco: COCO, dets: dict[int, dict[str, torch.Tensor]], img_ids:
 
 def test_metric_names() -> None:
     assert len(COCO_METRIC_NAMES) == 12
-    assert COCO_METRIC_NAMES[0] == "bbox_mAP" and COCO_METRIC_NAMES[-1] == "bbox_AR_l"
+    assert COCO_METRIC_NAMES[0] == "bbox/mAP" and COCO_METRIC_NAMES[-1] == "bbox/AR_l"
 
 
 def test_perfect_detections_give_map_one(coco_gt: COCO, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,7 +144,7 @@ def test_perfect_detections_give_map_one(coco_gt: COCO, capsys: pytest.CaptureFi
     ev.process([3], [_perfect(coco_gt, 3)])
     metrics = ev.evaluate()
     assert list(metrics) == list(COCO_METRIC_NAMES)
-    assert metrics["bbox_mAP"] == 1.0
+    assert metrics["bbox/mAP"] == 1.0
     for name, value in metrics.items():
         assert value == pytest.approx(1.0), name
     assert capsys.readouterr().out == ""  # pycocotools' prints are captured, not leaked
@@ -155,12 +155,12 @@ def test_perfect_detections_give_map_one(coco_gt: COCO, capsys: pytest.CaptureFi
 def test_empty_evaluator_gives_zero(coco_gt: COCO) -> None:
     ev = CocoEvaluator(coco_gt, LABEL_TO_CAT)
     metrics = ev.evaluate()  # nothing processed at all
-    assert metrics["bbox_mAP"] == 0.0 and metrics["bbox_AR_100"] == 0.0
+    assert metrics["bbox/mAP"] == 0.0 and metrics["bbox/AR_100"] == 0.0
 
     ev.reset()
     ev.process([1, 2, 3], [_empty(), _empty(), _empty()])  # processed, but no detections
     metrics = ev.evaluate()
-    assert metrics["bbox_mAP"] == 0.0
+    assert metrics["bbox/mAP"] == 0.0
     assert all(v == 0.0 for v in metrics.values())
     assert ev.results == []
     assert [r["AP"] for r in ev.per_class] == [0.0, 0.0, 0.0]
@@ -174,7 +174,7 @@ def test_numbers_equal_direct_pycocotools(coco_gt: COCO) -> None:
     metrics = ev.evaluate()
     expected = _direct_stats(coco_gt, dets, [1, 2, 3])
     assert [metrics[n] for n in COCO_METRIC_NAMES] == expected  # exact, not approx
-    assert 0.0 < metrics["bbox_mAP"] < 1.0  # the case is not degenerate
+    assert 0.0 < metrics["bbox/mAP"] < 1.0  # the case is not degenerate
 
 
 def test_full_float_precision_kept(coco_gt: COCO) -> None:
@@ -195,7 +195,7 @@ def test_labels_map_to_category_ids(coco_gt: COCO) -> None:
     assert sorted((r["category_id"], r["bbox"][2]) for r in ev.results) == [(5, 150.0), (7, 30.0)]
 
     first = ev.evaluate()
-    assert first["bbox_mAP"] == pytest.approx(1.0)
+    assert first["bbox/mAP"] == pytest.approx(1.0)
     assert ev.evaluate() == first  # evaluating twice gives the same answer
 
     # One detection with the wrong label (bird labelled dog) lowers the score.
@@ -204,7 +204,7 @@ def test_labels_map_to_category_ids(coco_gt: COCO) -> None:
     ev.reset()
     ev.process([2], [wrong])
     metrics = ev.evaluate()
-    assert metrics["bbox_mAP"] < 1.0
+    assert metrics["bbox/mAP"] < 1.0
     by_class = {r["class"]: r["AP"] for r in ev.per_class}
     assert by_class["bird"] == 0.0 and by_class["dog"] == pytest.approx(1.0)
 
@@ -229,7 +229,7 @@ def test_subset_of_images(coco_gt: COCO) -> None:
     ev.process([1, 2], [_perfect(coco_gt, 1), _perfect(coco_gt, 2)])
     assert ev.image_ids == [1, 2]
     metrics = ev.evaluate()
-    assert metrics["bbox_mAP"] == pytest.approx(1.0)  # image 3's objects are not counted as misses
+    assert metrics["bbox/mAP"] == pytest.approx(1.0)  # image 3's objects are not counted as misses
     assert ev.coco_eval is not None and ev.coco_eval.params.imgIds == [1, 2]
 
     # Noisy subset: exactly what pycocotools gives with imgIds restricted the same way.
@@ -276,8 +276,8 @@ def test_format_metrics_table() -> None:
     metrics = {n: i / 10 for i, n in enumerate(COCO_METRIC_NAMES)}
     lines = format_metrics_table(metrics).splitlines()
     assert len(lines) == 2 + 12
-    assert lines[2].split() == ["bbox_mAP", "0.000"]
-    assert lines[-1].split() == ["bbox_AR_l", "1.100"]
+    assert lines[2].split() == ["bbox/mAP", "0.000"]
+    assert lines[-1].split() == ["bbox/AR_l", "1.100"]
 
 
 def test_gt_from_path_loads_quietly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -285,7 +285,7 @@ def test_gt_from_path_loads_quietly(tmp_path: Path, capsys: pytest.CaptureFixtur
     ann_file.write_text(json.dumps(_gt_dataset()))
     ev = CocoEvaluator(str(ann_file), LABEL_TO_CAT)
     ev.process([3], [_perfect(_make_gt(), 3)])
-    assert ev.evaluate()["bbox_mAP"] == pytest.approx(1.0)  # one match per class: 1/(1+eps)
+    assert ev.evaluate()["bbox/mAP"] == pytest.approx(1.0)  # one match per class: 1/(1+eps)
     assert capsys.readouterr().out == ""
 
 
@@ -324,7 +324,7 @@ def test_gt_not_mutated_by_evaluation(coco_gt: COCO) -> None:
 
 
 def test_primary_metric_is_bbox_map(coco_gt: COCO) -> None:
-    assert CocoEvaluator.primary_metric == "bbox_mAP"
+    assert CocoEvaluator.primary_metric == "bbox/mAP"
     ev = CocoEvaluator(coco_gt, LABEL_TO_CAT)
     assert ev.backend == "pycocotools"  # the default
     assert ev.primary_metric in ev.evaluate()
@@ -369,7 +369,7 @@ def test_faster_backend_matches_on_the_small_set(coco_gt: COCO) -> None:
     slow = CocoEvaluator(coco_gt, LABEL_TO_CAT)
     slow.process([1], [_perfect(coco_gt, 1)])
     assert metrics == slow.evaluate()
-    assert metrics["bbox_mAP"] < 1.0
+    assert metrics["bbox/mAP"] < 1.0
     # All three images: two matches for cat, so its precision is exactly 1 in both.
     for e in (ev, slow):
         e.reset()

@@ -274,7 +274,7 @@ def test_edge_cases_same_on_both_backends() -> None:
         if dets and name != "no detections":
             ref = raw_pycocotools(gt, dets, sorted(dets))
             assert list(m2.values()) == [float(s) for s in ref.stats], name
-    assert reports[0][0]["bbox_mAP"] > 0.99  # "one image", perfect: 1/(1+eps) per class, not exactly 1
+    assert reports[0][0]["bbox/mAP"] > 0.99  # "one image", perfect: 1/(1+eps) per class, not exactly 1
 
 
 def test_raw_faster_coco_eval_differs_only_by_pycocotools_eps() -> None:

@@ -1,5 +1,5 @@
-"""Evaluation over several processes: predictions gathered from two gloo ranks, the padded duplicate dropped,
-give exactly the single-process numbers."""
+"""Evaluation over several processes: predictions gathered from two gloo ranks (masks as RLE), the padded duplicate
+dropped, give exactly the single-process numbers, box and mask."""
 from __future__ import annotations
 
 import json
@@ -21,4 +21,4 @@ def test_two_ranks_equal_one_process(shapes_root, tmp_path):
     single.process(ids, fake_detections(single.coco_gt, ids))
     expected = single.evaluate()
     assert sorted(gathered["ids"]) == ids  # each image once, the padded duplicate removed
-    assert gathered["metrics"] == expected and expected["bbox_mAP"] > 0
+    assert gathered["metrics"] == expected and expected["bbox/mAP"] > 0 and expected["segm/mAP"] > 0

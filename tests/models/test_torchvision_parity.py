@@ -1,6 +1,7 @@
-"""Our retinanet_r50_fpn, fcos_r50_fpn and faster_rcnn_r50_fpn configs are torchvision's detectors: the same
-parameter count, and torchvision's (seeded, random) weights converted with `convert_torchvision` give the same
-detections at photo sizes, on identical inputs and through `Detector.predict` with pipeline=torchvision on JPEGs."""
+"""Our retinanet_r50_fpn, fcos_r50_fpn, faster_rcnn_r50_fpn and mask_rcnn_r50_fpn configs are torchvision's
+detectors: the same parameter count, and torchvision's (seeded, random) weights converted with `convert_torchvision`
+give the same detections (and, for Mask R-CNN, the same masks) at photo sizes, on identical inputs and through
+`Detector.predict` with pipeline=torchvision on JPEGs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,13 +14,13 @@ from hydra.utils import instantiate
 from PIL import Image, ImageDraw, ImageFilter
 from torchvision import tv_tensors
 from torchvision.io import decode_image
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from framework.config.cli import check_overrides
 from framework.data.loader import collate
 from framework.evaluation.agreement import matched_share
 from framework.inference import Predictor
-from framework.models.convert_torchvision import TORCHVISION_MODELS, coco_slots, convert_state_dict
+from framework.models.convert_torchvision import TORCHVISION_MODELS, TWO_STAGE, convert_state_dict
 
 ARCHS = list(TORCHVISION_MODELS)
 
@@ -35,7 +36,7 @@ def our_model(arch: str, num_classes: int) -> torch.nn.Module:
 
 
 def our_classes(arch: str, tv_classes: int = 91) -> int:
-    return tv_classes - 1 if arch == "faster_rcnn" else tv_classes  # torchvision counts background for R-CNN
+    return tv_classes - 1 if arch in TWO_STAGE else tv_classes  # torchvision counts background for R-CNN
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -43,7 +44,8 @@ def test_parameter_count_equals_torchvision(arch):
     tv = sum(p.numel() for p in torchvision_model(arch).parameters())
     ours = sum(p.numel() for p in our_model(arch, our_classes(arch)).parameters())
     assert ours == tv, (arch, ours, tv)
-    assert ours == {"retinanet": 34_068_119, "fcos": 32_322_720, "faster_rcnn": 41_808_406}[arch]
+    assert ours == {"retinanet": 34_068_119, "fcos": 32_322_720, "faster_rcnn": 41_808_406,
+                    "mask_rcnn": 44_454_513}[arch]
 
 
 def spread_out(tv: torch.nn.Module, arch: str, calibrate_on: list[torch.Tensor] | None = None) -> None:
@@ -62,10 +64,15 @@ def spread_out(tv: torch.nn.Module, arch: str, calibrate_on: list[torch.Tensor] 
             tv.backbone(torch.stack([torch.nn.functional.pad(i, (0, w - i.shape[2], 0, h - i.shape[1]))
                                      for i in calibrate_on]))
     with torch.no_grad():
-        if arch == "faster_rcnn":
+        if arch in TWO_STAGE:
             tv.rpn.head.cls_logits.weight.normal_(0, 0.05)
             tv.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.05)
             tv.roi_heads.box_predictor.bbox_pred.weight.normal_(0, 0.02)
+            if arch == "mask_rcnn":  # per-class weights of zero mean: masks cover about half of their box, varied
+                logits = tv.roi_heads.mask_predictor.mask_fcn_logits  # (otherwise most are a few pixels or empty)
+                logits.weight.normal_(0, 0.03)
+                logits.weight -= logits.weight.mean(1, keepdim=True)
+                logits.bias.zero_()
         else:
             cls = tv.head.classification_head.cls_logits
             cls.weight.normal_(0, 0.02)
@@ -109,7 +116,34 @@ def torchvision_pipeline(arch: str) -> list[str]:
             "dataset.min_size=600", "dataset.max_size=1000"]
 
 
-LABEL_SHIFT = {"faster_rcnn": 1}  # our labels never include torchvision's background slot
+LABEL_SHIFT = {"faster_rcnn": 1, "mask_rcnn": 1}  # our labels never include torchvision's background slot
+
+
+def matched_mask_ious(references: list[dict], candidates: list[dict], label_shift: int) -> torch.Tensor:
+    """Mask IoU of every reference detection with the candidate that reproduces it (same label, score within 1e-3,
+    the best box IoU >= 0.99); torchvision's masks are probabilities, read at 0.5 as ours are."""
+    ious = []
+    for ref, cand in zip(references, candidates, strict=True):
+        box = box_iou(ref["boxes"].double(), cand["boxes"].double())
+        same = (box >= 0.99) & ((ref["labels"][:, None] - label_shift) == cand["labels"][None]) \
+            & ((ref["scores"][:, None] - cand["scores"][None]).abs() <= 1e-3)
+        found = same.any(1)
+        pair = torch.where(same, box, -1.0).argmax(1)[found]
+        a, b = ref["masks"][found, 0] > 0.5, cand["masks"][pair]
+        assert b.dtype == torch.bool and a.shape == b.shape
+        union = (a | b).flatten(1).sum(1)
+        ious.append(torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp(min=1), 1.0))
+    return torch.cat(ious)
+
+
+def check_masks(expected: list[dict], got: list[dict], arch: str) -> None:
+    """For Mask R-CNN: the masks are non-trivial and every matched one has mask IoU >= 0.99."""
+    if arch != "mask_rcnn":
+        return
+    areas = torch.cat([(e["masks"][:, 0] > 0.5).flatten(1).sum(1) for e in expected])
+    assert (areas > 100).float().mean() > 0.5, "the comparison needs masks of some size"
+    ious = matched_mask_ious(expected, got, LABEL_SHIFT[arch])
+    assert len(ious) >= 0.99 * len(areas) and ious.min() >= 0.99, ious.min()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -134,6 +168,7 @@ def test_identical_photo_size_inputs_give_torchvision_detections(arch, photos):
         got = ours(batch.images, image_sizes=batch.image_sizes)
     assert len(expected[0]["boxes"]) > 20, "the comparison needs detections"
     assert matched_share(expected, got, LABEL_SHIFT.get(arch, 0)) >= 0.99
+    check_masks(expected, got, arch)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -151,6 +186,7 @@ def test_predictor_on_jpeg_photos_gives_torchvision_detections(arch, photos):
     for ref in expected:
         assert len(ref["boxes"]) > 20, "the comparison needs detections"
     assert matched_share(expected, got, LABEL_SHIFT.get(arch, 0)) >= 0.99
+    check_masks(expected, got, arch)
 
 
 def test_folded_frozen_norm_differs_from_torchvision_only_by_rounding(photos):

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from framework.engine import distributed
 from framework.engine.callbacks.base import Callback
+from framework.evaluation.metric_names import LEGACY_NAMES, canonical_metric_name
 from framework.engine.schedulers import fit_to_epochs
 from framework.engine.time_budget import epochs_within_budget
 
@@ -20,7 +21,8 @@ class EarlyStopping(Callback):
     order = 60
 
     def __init__(self, metric: str, patience: int | None = None, max_time: float | None = None) -> None:
-        self.metric, self.patience, self.max_time = metric, patience, max_time
+        # `bbox_mAP` (an old config) → `bbox/mAP`, with a warning
+        self.metric, self.patience, self.max_time = canonical_metric_name(metric), patience, max_time
         self.best, self.best_epoch = float("-inf"), 0
 
     def on_step_end(self, trainer: Any, losses: Mapping[str, float]) -> None:
@@ -63,11 +65,15 @@ class EarlyStopping(Callback):
         trainer.max_epochs = fitted
 
     def on_checkpoint(self, trainer: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint["early_stop"] = {"best": self.best, "best_epoch": self.best_epoch}
+        checkpoint["early_stop"] = {"best": self.best, "best_epoch": self.best_epoch, "metric": self.metric}
 
     def on_resume(self, trainer: Any, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("early_stop")
         if saved is None:  # a checkpoint from before this callback: its best.pth record says the same
             best = checkpoint.get("best") or {}
-            saved = {"best": best.get("value", float("-inf")), "best_epoch": best.get("epoch") or 0}
+            saved = {"best": best.get("value", float("-inf")), "best_epoch": best.get("epoch") or 0,
+                     "metric": best.get("metric")}
+        metric = saved.get("metric") or self.metric  # older checkpoints did not record it
+        if LEGACY_NAMES.get(metric, metric) != self.metric:  # best_metric changed on resume: patience from here
+            saved = {"best": float("-inf"), "best_epoch": trainer.epoch}
         self.best, self.best_epoch = float(saved["best"]), int(saved["best_epoch"])

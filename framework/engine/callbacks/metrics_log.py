@@ -1,6 +1,6 @@
 """metrics.jsonl (one JSON object per train/val/pipeline record) and, at the end, results.png drawn from it. On
 resume, the new run's file starts with the old run's records up to the checkpoint, so its curves cover the whole
-training."""
+training; old metric names in them (`bbox_mAP`) get the new ones (`bbox/mAP`), so each curve stays one line."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.engine.callbacks.base import Callback
+from framework.evaluation.metric_names import LEGACY_NAMES, rename_legacy
 
 logger = logging.getLogger("framework")
 
@@ -39,7 +40,7 @@ class MetricsLog(Callback):
         for line in old.read_text().splitlines():
             record = json.loads(line) if line.strip() else None
             if record is not None and record.get("iter", 0) <= trainer.iter and record.get("epoch", 0) <= last_epoch:
-                kept.append(line)
+                kept.append(json.dumps(rename_legacy(record)) if LEGACY_NAMES.keys() & record.keys() else line)
         new.parent.mkdir(parents=True, exist_ok=True)
         new.write_text("".join(line + "\n" for line in kept))
 

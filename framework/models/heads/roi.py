@@ -8,6 +8,7 @@ losses work on the padded batch of proposals at once.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -29,6 +30,22 @@ def pad_boxes(boxes: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     valid = nn.utils.rnn.pad_sequence([torch.ones(len(b), dtype=torch.bool, device=b.device) for b in boxes],
                                       batch_first=True)
     return nn.utils.rnn.pad_sequence(list(boxes), batch_first=True), valid
+
+
+@dataclass
+class RoISamples:
+    """The proposals a training step samples for the second stage, all images concatenated in image order.
+
+    The box losses and Mask R-CNN's mask loss train on the same draw, so it is made once and shared.
+    """
+
+    rois: Tensor           # [R, 4] sampled boxes (proposals and ground truth) in input pixels
+    counts: list[int]      # how many of them each image has
+    image_of: Tensor       # [R] the image each belongs to
+    labels: Tensor         # [R] 0 for background, k + 1 for class k
+    matched: Tensor        # [R] index of the matched ground truth in its image (0 for negatives)
+    is_pos: Tensor         # [R] bool, the positives
+    matched_boxes: Tensor  # [R, 4] the matched ground-truth boxes (meaningful at the positives only)
 
 
 class RoIBoxHead(nn.Module):
@@ -101,9 +118,9 @@ class RoIBoxHead(nn.Module):
         x = F.relu(self.fc7(F.relu(self.fc6(x))))
         return self.cls_out(x), self.box_out(x).reshape(x.shape[0], -1, 4)
 
-    def loss(self, feats: Sequence[Tensor], proposals: Sequence[Tensor], targets: Sequence[dict],
-             image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
-        device = feats[0].device
+    def sample(self, proposals: Sequence[Tensor], targets: Sequence[dict]) -> RoISamples:
+        """Match the proposals (ground truth added) to the ground truth and sample those the losses train on."""
+        device = proposals[0].device if len(proposals) else torch.device("cpu")
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, device)
         props, prop_valid = pad_boxes([p.detach() for p in proposals])
         boxes = torch.cat([props, gt_boxes], 1)  # ground truth joins the candidates
@@ -117,14 +134,24 @@ class RoIBoxHead(nn.Module):
         idx = assigned[sampled].clamp(min=0)
         image_of = torch.arange(len(targets), device=device).repeat_interleave(counts)
         is_pos = pos[sampled]
-        labels = torch.where(is_pos, gt_labels[image_of, idx] + 1, torch.zeros_like(idx)) if gt_boxes.shape[1] else \
+        has_gt = gt_boxes.shape[1] > 0
+        labels = torch.where(is_pos, gt_labels[image_of, idx] + 1, torch.zeros_like(idx)) if has_gt else \
             torch.zeros_like(idx)
-        logits, deltas = self(feats, rois.split(counts.tolist()))
+        matched_boxes = gt_boxes[image_of, idx] if has_gt else rois
+        return RoISamples(rois, counts.tolist(), image_of, labels, idx, is_pos, matched_boxes)
+
+    def loss(self, feats: Sequence[Tensor], proposals: Sequence[Tensor], targets: Sequence[dict],
+             image_sizes: Sequence[tuple[int, int]], samples: RoISamples | None = None) -> dict[str, Tensor]:
+        """`samples`: what `sample(proposals, targets)` drew, when the caller needs them too (Mask R-CNN trains
+        its mask stage on the same positives); drawn here otherwise."""
+        s = samples if samples is not None else self.sample(proposals, targets)
+        logits, deltas = self(feats, s.rois.split(s.counts))
+        labels, is_pos = s.labels, s.is_pos
         num = labels.numel() if labels.numel() else 1
         loss_cls = self.cls_loss(logits, labels) / num
         pos_deltas = deltas[is_pos, labels[is_pos]]
-        pos_rois = rois[is_pos]
-        pos_gt = gt_boxes[image_of[is_pos], idx[is_pos]] if gt_boxes.shape[1] else pos_rois
+        pos_rois = s.rois[is_pos]
+        pos_gt = s.matched_boxes[is_pos]
         if self.box_loss.on_boxes:
             loss_box = self.box_loss(self.box_coder.decode(pos_deltas, pos_rois), pos_gt)
         else:

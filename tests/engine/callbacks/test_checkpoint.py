@@ -14,10 +14,10 @@ def test_last_best_and_keep_k(engine_run):
     last, best = load_checkpoint(folder / "last.pth"), load_checkpoint(folder / "best.pth")
     assert last["epoch"] == 2 and last["best"] == engine_run.result["best"]
     assert best["epoch"] == best["best"]["epoch"] == engine_run.result["best"]["epoch"]
-    assert any(line.startswith("Done. Best bbox_mAP = ") for line in engine_run.log)
+    assert any(line.startswith("Done. Best bbox/mAP = ") for line in engine_run.log)
 
 
 def test_an_unknown_metric_is_named(tmp_path):
     trainer = type("T", (), {"epoch": 1, "results": {}})()
-    with pytest.raises(ConfigError, match="trainer.best_metric=bbox_AP is not among the metrics: bbox_mAP"):
-        Checkpoint("bbox_AP", interval=0, keep=None).on_eval_end(trainer, {"bbox_mAP": 0.5})
+    with pytest.raises(ConfigError, match="trainer.best_metric=bbox_AP is not among the metrics: bbox/mAP"):
+        Checkpoint("bbox_AP", interval=0, keep=None).on_eval_end(trainer, {"bbox/mAP": 0.5})

@@ -10,10 +10,10 @@ from tests.engine.test_trainer import make_trainer, records
 
 
 def test_early_stopping_saves_last_and_says_so(shapes_root, tmp_path, caplog):
-    # shapes has no large objects: bbox_mAP_l is -1 at every evaluation, a new best only at epoch 1, so
+    # shapes has no large objects: bbox/mAP_l is -1 at every evaluation, a new best only at epoch 1, so
     # patience=1 stops after epoch 2 of 4
     trainer = make_trainer(shapes_root, tmp_path, "trainer.max_epochs=4", "trainer.patience=1",
-                         "trainer.best_metric=bbox_mAP_l")
+                         "trainer.best_metric=bbox/mAP_l")
     with caplog.at_level("INFO", logger="framework"):
         trainer.fit()
     assert trainer.epoch == 2 and "trainer.patience=1" in trainer.stop_reason

@@ -21,7 +21,7 @@ def test_progress_lines_and_train_records(engine_run):
 
 def test_metrics_jsonl_and_results_png(engine_run):
     val = records(engine_run.work_dir, "val")
-    assert [r["epoch"] for r in val] == [1, 2] and all("bbox_mAP" in r for r in val)
+    assert [r["epoch"] for r in val] == [1, 2] and all("bbox/mAP" in r for r in val)
     assert (engine_run.work_dir / "results.png").stat().st_size > 10_000
 
 
@@ -29,7 +29,7 @@ def test_tensorboard_scalars_images_and_plots(engine_run):
     tb = tensorboard_scalars(engine_run.work_dir)
     assert len(tb["train/lr_iter"]) == 6  # the lr of every optimizer step
     assert tb["train/lr_iter"][0] < tb["train/lr_iter"][1]  # warmup: 2 steps
-    assert {"train/data_share", "train/images_per_s", "train/memory_gib", "val/bbox_mAP"} <= set(tb)
+    assert {"train/data_share", "train/images_per_s", "train/memory_gib", "val/bbox/mAP"} <= set(tb)
     assert {"val_images/0", "val_images/1"} <= set(tb["images"])  # vis_images=2
     assert {"val/pr_curve", "val/f1_curve", "val/confusion_matrix"} <= set(tb["images"])
     for name in ("pr_curve.png", "f1_curve.png", "confusion_matrix.png"):
