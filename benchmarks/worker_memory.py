@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Memory of a COCO training set's loader workers: annotations held as pycocotools dicts vs flat numpy arrays.
+"""Memory of a COCO training set's loader workers: annotations held as pycocotools dicts vs flat numpy arrays, and
+the arrays with masks (a mask model's data).
 
     python benchmarks/worker_memory.py                        # 50,000 annotations on 10,000 images, 4 workers
     python benchmarks/worker_memory.py --annotations 200000 --images 40000
     python benchmarks/worker_memory.py --quick --out /tmp/w.json   # smoke run: 5,000 annotations, no table claims
+    python benchmarks/worker_memory.py --modes dicts,arrays,masks  # and a mask model's data (the stored results)
 
 A forked DataLoader worker starts sharing all of the main process's memory, but every Python object it reads has
 its reference count written, so each page holding a pycocotools dict an epoch visits is copied into the worker
@@ -11,7 +13,9 @@ its reference count written, so each page holding a pycocotools dict an epoch vi
 
 * dicts: the dataset as CocoDetection was before its annotations became arrays (kept here, `DictsCocoDetection`):
   the pycocotools `COCO` index of the parsed JSON, per-sample boxes read from `coco.imgToAnns`;
-* arrays: the current `framework.data.datasets.coco.CocoDetection` (`coco_tables`: a few flat arrays).
+* arrays: the current `framework.data.datasets.coco.CocoDetection` (`coco_tables`: a few flat arrays);
+* masks: the same with `with_masks=True`, as a mask model reads it: the segmentations kept as one packed buffer of
+  their JSON text, every sample's masks decoded by its worker (`masks`, N x H x W uint8) and dropped by the collate.
 
 The data is synthetic, shaped like COCO instances files: --images image records (id, file_name, width, height,
 license, coco_url, date_captured, flickr_url) all pointing at hard links of one small JPEG, --annotations
@@ -55,7 +59,7 @@ sys.path.insert(0, str(REPO))
 
 from framework.data.datasets.coco import CocoDetection, decode_rgb, detection_sample  # noqa: E402
 
-MODES = ("dicts", "arrays")
+MODES = ("dicts", "arrays", "masks")
 IMAGE_SIZE = (64, 48)  # width, height of the one JPEG every record points at
 
 
@@ -156,26 +160,28 @@ def memory_of(pid: int) -> dict[str, float]:
     return {"rss_mb": fields["Rss"] / 1024, "pss_mb": fields["Pss"] / 1024, "uss_mb": uss / 1024}
 
 
-def count_boxes(batch: list[tuple[Any, dict[str, Any]]]) -> tuple[int, float]:
-    """The collate: number of boxes and the sum of their coordinates (to check both modes see the same boxes)."""
+def count_boxes(batch: list[tuple[Any, dict[str, Any]]]) -> tuple[int, float, int]:
+    """The collate: number of boxes, the sum of their coordinates (to check every mode sees the same boxes) and the
+    number of mask pixels (0 without masks)."""
     return (sum(len(t["labels"]) for _, t in batch),
-            float(sum(t["boxes"].as_subclass(torch.Tensor).double().sum() for _, t in batch)))
+            float(sum(t["boxes"].as_subclass(torch.Tensor).double().sum() for _, t in batch)),
+            sum(int(t["masks"].sum()) for _, t in batch if "masks" in t))
 
 
 def measure(mode: str, ann_file: Path, workers: int, batch_size: int) -> dict[str, Any]:
     """Build the dataset of `mode`, iterate one epoch through forked persistent workers, read the memory."""
     t0 = time.perf_counter()
     img_dir = ann_file.parent / "images"
-    ds = DictsCocoDetection(ann_file, img_dir) if mode == "dicts" else CocoDetection(str(ann_file.parent),
-                                                                                     ann_file.name, "images")
+    ds = DictsCocoDetection(ann_file, img_dir) if mode == "dicts" else CocoDetection(
+        str(ann_file.parent), ann_file.name, "images", with_masks=mode == "masks")
     build_s = time.perf_counter() - t0
     before = memory_of(os.getpid())
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, persistent_workers=True,
                         multiprocessing_context="fork", collate_fn=count_boxes)
     t0 = time.perf_counter()
-    boxes, coord_sum = 0, 0.0
-    for n, s in loader:
-        boxes, coord_sum = boxes + n, coord_sum + s
+    boxes, coord_sum, mask_pixels = 0, 0.0, 0
+    for n, s, m in loader:
+        boxes, coord_sum, mask_pixels = boxes + n, coord_sum + s, mask_pixels + m
     epoch_s = time.perf_counter() - t0
     children = multiprocessing.active_children()  # the persistent workers, still alive
     if len(children) != workers:
@@ -184,6 +190,7 @@ def measure(mode: str, ann_file: Path, workers: int, batch_size: int) -> dict[st
     procs += [{"role": f"worker {i}", **memory_of(p.pid)} for i, p in enumerate(sorted(children, key=lambda p: p.pid))]
     total = {k: sum(p[k] for p in procs) for k in ("rss_mb", "pss_mb", "uss_mb")}
     return {"build_s": build_s, "epoch_s": epoch_s, "samples": len(ds), "boxes": boxes, "coord_sum": coord_sum,
+            "mask_pixels": mask_pixels,
             "main_before_loader": before, "processes": procs, "total": total,
             "workers_uss_mb": sum(p["uss_mb"] for p in procs[1:])}
 
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--modes", default="dicts,arrays", help=f"comma-separated, of {', '.join(MODES)} (default: "
+                                                           "dicts,arrays)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 5,000 annotations on 1,000 images")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "worker_memory.json")
@@ -240,12 +248,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {mode}: built in {r['build_s']:.1f} s, epoch {r['epoch_s']:.1f} s, PSS total "
                   f"{r['total']['pss_mb']:.0f} MiB", flush=True)
     same = None
-    if len(results) == 2:
-        a, b = results["dicts"], results["arrays"]
-        same = a["boxes"] == b["boxes"] and abs(a["coord_sum"] - b["coord_sum"]) <= 1e-6 * abs(a["coord_sum"])
-    ratio = ({k: results["dicts"]["total"][k] / results["arrays"]["total"][k] for k in ("rss_mb", "pss_mb", "uss_mb")}
-             | {"workers_uss_mb": results["dicts"]["workers_uss_mb"] / results["arrays"]["workers_uss_mb"]}
-             if len(results) == 2 else None)
+    if len(results) >= 2:
+        a = next(iter(results.values()))
+        same = all(b["boxes"] == a["boxes"] and abs(a["coord_sum"] - b["coord_sum"]) <= 1e-6 * abs(a["coord_sum"])
+                   for b in results.values())
+
+    def over(num: str, den: str) -> dict[str, float] | None:
+        if num not in results or den not in results:
+            return None
+        n, d = results[num], results[den]
+        return ({k: n["total"][k] / d["total"][k] for k in ("rss_mb", "pss_mb", "uss_mb")}
+                | {"workers_uss_mb": n["workers_uss_mb"] / d["workers_uss_mb"]})
+
+    ratio, masks_ratio = over("dicts", "arrays"), over("masks", "arrays")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -260,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
         "same_boxes": same,
-        "ratio_dicts_over_arrays": ratio}, indent=2))
+        "ratio_dicts_over_arrays": ratio,
+        "ratio_masks_over_arrays": masks_ratio}, indent=2))
 
     print(f"\nMemory of the main process + {args.workers} loader workers after one epoch, MiB (sums over the "
           f"{args.workers + 1} processes)\n\n| storage | RSS | PSS | USS | USS of the workers | build s | epoch s |"
@@ -269,11 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         t = r["total"]
         print(f"| {mode} | {t['rss_mb']:.0f} | {t['pss_mb']:.0f} | {t['uss_mb']:.0f} | {r['workers_uss_mb']:.0f} | "
               f"{r['build_s']:.1f} | {r['epoch_s']:.1f} |")
-    if ratio:
-        print(f"| dicts / arrays | {ratio['rss_mb']:.2f}x | {ratio['pss_mb']:.2f}x | {ratio['uss_mb']:.2f}x | "
-              f"{ratio['workers_uss_mb']:.2f}x | | |")
+    for name, r in (("dicts / arrays", ratio), ("masks / arrays", masks_ratio)):
+        if r:
+            print(f"| {name} | {r['rss_mb']:.2f}x | {r['pss_mb']:.2f}x | {r['uss_mb']:.2f}x | "
+                  f"{r['workers_uss_mb']:.2f}x | | |")
     if same is not None:
-        print(f"\nSame boxes from both modes: {'yes' if same else 'NO'} ({results['arrays']['boxes']} boxes)")
+        boxes = next(iter(results.values()))["boxes"]
+        print(f"\nSame boxes from {'both' if len(results) == 2 else 'all'} modes: {'yes' if same else 'NO'} "
+              f"({boxes} boxes)")
+    if "masks" in results:
+        print(f"Mask pixels decoded by the workers (masks mode): {results['masks']['mask_pixels']}")
     print(f"\nWrote {args.out}")
     return 0 if same is not False else 1
 

@@ -11,6 +11,8 @@ damage inside JPEG data). Prints per split the image count, each bad file with t
 "[repairable with dataset.on_bad_image=repair]" when it is a JPEG cut short that a run can still decode as far as
 its data goes (found with or without decode=true: such a file lacks its end marker), and the dataset's counts of
 degenerate boxes (clipped or dropped when it is read; they do not stop a run and do not change the exit status).
+With masks (`+dataset.train.with_masks=true +dataset.val.with_masks=true`), bad mask annotations stop it with their
+list, or, with dataset.on_bad_image=skip, are counted.
 Exits with 1 when bad images were found, 0 when every file is usable.
 Bad files can be fixed or removed, left out of training with dataset.on_bad_image=skip, or, the repairable ones,
 trained on with dataset.on_bad_image=repair.
@@ -40,6 +42,10 @@ def report(split: str, dataset: Any, bad: list[BadImage], seconds: float) -> str
     lines += [f"  {b.path}: {b.reason}{REPAIRABLE if b.repairable else ''}" for b in bad]
     boxes = getattr(dataset, "box_report", None)  # {reason: count} of boxes clipped or dropped when it was read
     if boxes is not None:
+        boxes = dict(boxes)
+        masks = boxes.pop("dropped_bad_mask", 0)  # with masks, under dataset.on_bad_image=skip
+        if masks:
+            lines.append(f"  bad masks: {masks} instance(s) left out (dataset.on_bad_image=skip)")
         counts = ", ".join(f"{name}: {count}" for name, count in boxes.items() if count)
         lines.append(f"  degenerate boxes ({counts}), fixed or left out when the dataset is read" if counts
                      else "  boxes: all usable")

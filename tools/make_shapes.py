@@ -2,7 +2,9 @@
 
 Datasets generate themselves on first use (COCO layout); this script exists to do it explicitly, e.g. before
 several runs start at once, to build a different size/seed, or to write the same pictures in the VOC and
-Cityscapes layouts so those loaders can be tried without downloading anything:
+Cityscapes layouts so those loaders can be tried without downloading anything. Every layout holds the same exact
+instance masks (COCO: RLE; VOC: SegmentationObject/SegmentationClass PNGs; Cityscapes: gtFine_instanceIds.png), so
+a data/shapes written before masks were exact is rewritten with --force:
 
     python tools/make_shapes.py --root data/shapes --num-train 2000 --num-val 300
     python tools/make_shapes.py --layout voc          # data/shapes_voc/VOC2007/…  → dataset=voc07 dataset.root=data/shapes_voc dataset.num_classes=4

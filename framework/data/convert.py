@@ -107,8 +107,9 @@ def open_split(fmt: str, src: str | Path, split: str, years: Sequence[str] = ("2
 
 @dataclass
 class _Record:
-    """One image and its objects: clipped XYXY float64 boxes, contiguous labels, crowd/difficult flags, and the
-    COCO `segmentation` polygons of each object (None: none, or not polygons)."""
+    """One image and its objects: clipped XYXY float64 boxes, contiguous labels, crowd/difficult flags, the COCO
+    `segmentation` polygons of each object (None: none, or not polygons), and its `segmentation` as written
+    (polygons or RLE, None: none), which a COCO output keeps."""
 
     path: Path
     image_id: int
@@ -118,6 +119,7 @@ class _Record:
     labels: np.ndarray
     crowd: np.ndarray
     polygons: list[list[list[float]] | None]
+    segmentations: list[Any] | None = None
 
 
 def _records(dataset: Any) -> Iterator[_Record]:
@@ -134,7 +136,7 @@ def _records(dataset: Any) -> Iterator[_Record]:
         yield _Record(Path(dataset.image_path(i)), int(info["id"]), h, w, clipped[keep].astype(np.float64),
                       np.array([to_label[int(a["category_id"])] for a in anns], dtype=np.int64),
                       np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-                      [s if isinstance(s, list) and s and isinstance(s[0], list) else None for s in segs])
+                      [s if isinstance(s, list) and s and isinstance(s[0], list) else None for s in segs], segs)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -260,7 +262,8 @@ def _write_coco(tmp: Path, sources: dict[str, Any], classes: list[str], placer: 
             file_name = f"{stem}{r.path.suffix.lower()}"
             placer.add(r.path, tmp / "images" / split / file_name)
             images.append({"id": r.image_id, "file_name": file_name, "height": r.height, "width": r.width})
-            for box, label, crowd, seg in zip(r.boxes.tolist(), r.labels.tolist(), r.crowd.tolist(), r.polygons):
+            for box, label, crowd, seg in zip(r.boxes.tolist(), r.labels.tolist(), r.crowd.tolist(),
+                                              r.segmentations or r.polygons):
                 x0, y0, x1, y1 = box
                 ann = {"id": len(anns) + 1, "image_id": r.image_id, "category_id": label + 1,
                        "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],

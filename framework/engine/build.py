@@ -55,7 +55,8 @@ def build_evaluation(cfg: DictConfig, training: bool = False) -> tuple[nn.Module
     seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
     t, data = cfg.trainer, cfg.dataset
     device = resolve_device(t.device, info.local_rank)
-    val_set = screen_dataset(_dataset(data.val, "val", cfg.model, transforms=instantiate(cfg.pipeline.val)), "val",
+    val_set = screen_dataset(_dataset(data.val, "val", cfg.model, data.on_bad_image,
+                                      transforms=instantiate(cfg.pipeline.val)), "val",
                              substitute=True, **_bad_image_policy(cfg))
     given = data.num_classes
     data.num_classes = check_num_classes(given, val_set)  # the model and the saved config get the data's count
@@ -100,7 +101,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     model, evaluation = build_evaluation(cfg, training=True)
     info, t, data = distributed.current(), cfg.trainer, cfg.dataset
     batch_size = per_rank_batch_size(data.batch_size, info.world_size)
-    train_raw = screen_dataset(_dataset(data.train, "train", cfg.model), "train", **_bad_image_policy(cfg))
+    train_raw = screen_dataset(_dataset(data.train, "train", cfg.model, data.on_bad_image), "train", **_bad_image_policy(cfg))
     val_set = evaluation.loader.dataset
     if list(train_raw.classes) != list(val_set.classes):
         raise ConfigError(
@@ -220,14 +221,17 @@ def model_needs_masks(model: DictConfig) -> bool:
     return bool(getattr(cls, "needs_masks", False))
 
 
-def _dataset(node: DictConfig, split: str, model: DictConfig, **kwargs: Any) -> Any:
-    """One split of `dataset.*`, with `with_masks=True` when the model trains on masks."""
+def _dataset(node: DictConfig, split: str, model: DictConfig, on_bad_image: str, **kwargs: Any) -> Any:
+    """One split of `dataset.*`, with `with_masks=True` when the model trains on masks. A dataset with masks also
+    gets `dataset.on_bad_image`: under `skip` it drops bad mask annotations (counted like bad boxes) rather than
+    stopping the build."""
     from framework.config.instantiation import instantiate
 
-    if not model_needs_masks(model):
+    masks = model_needs_masks(model)
+    if not masks and not node.get("with_masks", False):
         return instantiate(node, **kwargs)
     try:
-        return instantiate(node, with_masks=True, **kwargs)
+        return instantiate(node, on_bad_image=on_bad_image, **({"with_masks": True} if masks else {}), **kwargs)
     except Exception as err:  # noqa: BLE001
         if "with_masks" not in str(err):
             raise

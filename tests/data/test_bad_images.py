@@ -112,7 +112,7 @@ def perfect_detections(gt: list[dict]) -> tuple[list[int], list[dict]]:
     return ids, dets
 
 
-@pytest.mark.parametrize("metric, name", [("coco", "bbox_mAP"), ("voc07", "voc_mAP")])
+@pytest.mark.parametrize("metric, name", [("coco", "bbox/mAP"), ("voc07", "voc_mAP")])
 def test_images_left_out_of_the_val_set_are_not_counted_as_misses(root: Path, metric: str, name: str) -> None:
     ds = damaged_val(root, 3)
     kept = screen_dataset(ds, "val", on_bad_image="skip")

@@ -162,7 +162,7 @@ def test_detections_on_groups_are_ignored(hand_root: Path) -> None:
         boxes = gt["boxes"].tolist() + [extra_box]
         ev.process([1, 2], [_dets(boxes, [*gt["labels"].tolist(), extra_label], [1.0] * len(gt["labels"]) + [2.0]),
                             _dets([], [], [])])
-        return ev.evaluate()["bbox_mAP"]
+        return ev.evaluate()["bbox/mAP"]
 
     # the best-scored detection lies on the car group: ignored, AP stays perfect
     assert ap([3.0, 31.0, 12.0, 37.0], 2) == pytest.approx(1.0)
@@ -264,7 +264,7 @@ def test_undecodable_image_names_the_file(hand_root: Path) -> None:
 def _expected(split: str) -> list[tuple[list[int], set[int]]]:
     """Per image, from the generator: sorted labels of the non-group objects, and the labels that have groups."""
     out, n = [], 0
-    for _, anns in render_shapes(SMALL[f"num_{split}"], split_rng(SMALL["seed"], split)):
+    for _, anns, _, _ in render_shapes(SMALL[f"num_{split}"], split_rng(SMALL["seed"], split)):
         labels, groups = [], set()
         for ann in anns:
             label = CITYSCAPES_CLASSES.index(SHAPE_TO_CITYSCAPES[SHAPES_CLASSES[ann["category_id"] - 1]])
@@ -283,7 +283,7 @@ def test_shapes_layout_matches_generator(shapes_cs_root: Path, split: str) -> No
     expected = _expected(split)
     assert len(ds) == len(expected)
     crowd_total = 0
-    for index, ((labels, groups), (img, _)) in enumerate(
+    for index, ((labels, groups), (img, *_)) in enumerate(
             zip(expected, render_shapes(len(expected), split_rng(SMALL["seed"], split)))):
         info = ds.get_image_info(index)
         assert info["id"] == index + 1 and info["file_name"] == f"{CITIES[split]}/{CITIES[split]}_000000_" \
@@ -316,7 +316,7 @@ def test_shapes_layout_perfect_detections_give_ap_1(shapes_cs_root: Path) -> Non
     assert sum(len(d["labels"]) for d in dets) > len(ds.coco.getAnnIds(iscrowd=False))  # groups were detected
     ev.process(ids, dets)
     metrics = ev.evaluate()
-    assert metrics["bbox_mAP"] == pytest.approx(1.0) and metrics["bbox_mAP_50"] == pytest.approx(1.0)
+    assert metrics["bbox/mAP"] == pytest.approx(1.0) and metrics["bbox/mAP_50"] == pytest.approx(1.0)
     present = {CITYSCAPES_CLASSES.index(c) for c in SHAPE_TO_CITYSCAPES.values()}
     for label, row in enumerate(ev.per_class):
         assert (row["AP"] == pytest.approx(1.0)) if label in present else np.isnan(row["AP"])

@@ -95,7 +95,7 @@ def test_filter_empty_keeps_masks_with_their_images(mixed: Path) -> None:
 
 
 def test_shapes_masks_match_their_boxes(shapes_root: Path) -> None:
-    """The shapes generator draws with PIL and writes the polygon; pycocotools rasterizes it: within 2 px."""
+    """The shapes generator writes each shape's painted pixels as RLE, and their tight box as the box: equal."""
     ds = ShapesDataset(str(shapes_root), "train", with_masks=True)
     for i in range(4):
         image, target = ds[i]
@@ -103,8 +103,7 @@ def test_shapes_masks_match_their_boxes(shapes_root: Path) -> None:
         assert masks.shape[0] == len(boxes) > 0 and masks.shape[1:] == image.shape[1:]
         for m, b in zip(masks, boxes):
             ys, xs = torch.nonzero(m, as_tuple=True)
-            from_mask = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-            assert (from_mask - b).abs().max() <= 2
+            assert torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float().tolist() == b.tolist()
 
 
 @pytest.mark.parametrize("segmentation, message", [
@@ -126,3 +125,44 @@ def test_a_mask_model_needs_a_segmentation(tmp_path: Path) -> None:
     root = write_set(tmp_path, [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3]}])
     with pytest.raises(DatasetError, match=r"annotation 5 .* has no 'segmentation', which a mask model needs"):
         CocoDetection(str(root), "ann.json", "images", with_masks=True)
+
+
+def test_a_mask_annotation_of_a_missing_image_is_an_error(tmp_path: Path) -> None:
+    polygon = [[2.0, 1.0, 6.0, 1.0, 6.0, 5.0, 2.0, 5.0]]
+    root = write_set(tmp_path, [ann(3, 1, [2, 1, 4, 4], polygon), ann(4, 9, [2, 1, 4, 4], polygon)])
+    with pytest.raises(DatasetError, match=r"ann.json: annotation 4 is for image 9, which is not in 'images'"):
+        CocoDetection(str(root), "ann.json", "images", with_masks=True)
+    assert CocoDetection(str(root), "ann.json", "images").box_report["dropped_no_image"] == 1  # boxes: ignored
+
+
+def test_skip_drops_bad_masks_counts_them_and_keeps_them_out_of_evaluation(tmp_path: Path, caplog) -> None:
+    polygon = [[2.0, 1.0, 6.0, 1.0, 6.0, 5.0, 2.0, 5.0]]
+    root = write_set(tmp_path, [
+        ann(1, 1, [2, 1, 4, 4], polygon),
+        ann(2, 1, [1, 1, 4, 4], [[1.0, 1.0, 5.0, 1.0]]),  # 2 points
+        ann(3, 2, [1, 1, 4, 4], {"size": [H, W + 1], "counts": "abc"}),  # the RLE of another picture
+        ann(4, 7, [1, 1, 4, 4], polygon),  # image 7 does not exist
+    ])
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(str(root), "ann.json", "images", with_masks=True)
+    message = str(info.value)
+    assert message.startswith(f"3 bad mask annotations in {root / 'ann.json'}:")
+    assert all(f"annotation {i}" in message for i in (2, 3, 4)) and "dataset.on_bad_image=skip" in message
+
+    ds = CocoDetection(str(root), "ann.json", "images", with_masks=True, on_bad_image="skip")
+    assert ds.box_report["dropped_bad_mask"] == 2 and ds.box_report["dropped_no_image"] == 1
+    assert "3 bad mask annotations left out (dataset.on_bad_image=skip; 2 instances dropped)" in caplog.text
+    assert len(ds[0][1]["masks"]) == 1 and len(ds[1][1]["masks"]) == 0  # training goes on without them
+    assert sorted(ds.coco.anns) == [1, 4]  # 4 belongs to no image: pycocotools' evaluation ignores it
+
+
+def test_an_rle_on_a_picture_of_another_size_is_a_bad_image_naming_the_annotation(tmp_path: Path) -> None:
+    """Found only when decoding (the file is not the size 'images' gives, and no scan ran): a BadImageError, which
+    dataset.on_bad_image handles like any unreadable image."""
+    from framework.data.errors import BadImageError
+
+    root = write_set(tmp_path, [ann(11, 1, [5, 3, 3, 4], compressed(square(3, 7, 5, 8)))], n_images=1)
+    Image.fromarray(np.zeros((H + 2, W, 3), dtype=np.uint8)).save(root / "images" / "1.png")
+    ds = CocoDetection(str(root), "ann.json", "images", with_masks=True)
+    with pytest.raises(BadImageError, match=r"annotation 11 of image 1: its RLE is 8x10 but the decoded image is 10x10"):
+        ds[0]

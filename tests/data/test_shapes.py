@@ -70,7 +70,8 @@ def test_layout_and_json_valid(small_root: Path) -> None:
                 assert x >= 0 and y >= 0 and x + w <= img["width"] and y + h <= img["height"]
                 assert 10 <= max(w, h) <= 70  # about the 16..64 px design range
                 assert ann["iscrowd"] == 0 and 0 < ann["area"] <= w * h
-                assert isinstance(ann["segmentation"], list) and len(ann["segmentation"][0]) >= 6
+                rle = ann["segmentation"]  # exact masks: compressed RLE of the image's size
+                assert rle["size"] == [img["height"], img["width"]] and isinstance(rle["counts"], str)
 
 
 def test_boxes_are_tight_around_painted_pixels() -> None:
@@ -80,7 +81,7 @@ def test_boxes_are_tight_around_painted_pixels() -> None:
     for _ in range(30):
         h, w = (int(v) for v in rng.integers(112, 161, size=2))
         bg = shapes._background(rng, h, w)
-        img, anns = shapes._paint_shapes(rng, bg, max_objects=5)
+        img, anns, _, _ = shapes._paint_shapes(rng, bg, max_objects=5)
         changed = np.abs(np.asarray(img).astype(int) - bg.astype(int)).sum(-1) > 0
         boxes = [[int(v) for v in a["bbox"]] for a in anns]
         covered = np.zeros_like(changed)

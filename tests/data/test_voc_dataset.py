@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +217,7 @@ def test_coco_view_for_the_coco_evaluator(voc_root: Path) -> None:
         dets.append({"boxes": torch.from_numpy(ann["boxes"]), "scores": torch.ones(n),
                      "labels": torch.from_numpy(ann["labels"])})
     ev.process([ds.get_annotation(i)["image_id"] for i in range(len(ds))], dets)
-    assert ev.evaluate()["bbox_mAP"] == pytest.approx(1.0)
+    assert ev.evaluate()["bbox/mAP"] == pytest.approx(1.0)
 
 
 def test_two_years_concatenate(voc_root: Path) -> None:
@@ -360,12 +358,15 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_shapes_voc_layout_and_determinism(shapes_voc: Path, tmp_path: Path) -> None:
     year = shapes_voc / "VOC2007"
-    assert sorted(p.name for p in year.iterdir()) == ["Annotations", "ImageSets", "JPEGImages", "classes.txt"]
+    assert sorted(p.name for p in year.iterdir()) == ["Annotations", "ImageSets", "JPEGImages", "SegmentationClass",
+                                                      "SegmentationObject", "classes.txt"]
     assert (year / "classes.txt").read_text().split() == list(SHAPES_CLASSES)
     main = year / "ImageSets" / "Main"
     sets = {n: (main / f"{n}.txt").read_text().split() for n in ("train", "val", "trainval", "test")}
     assert sets["train"] == [f"{i:06d}" for i in range(1, 13)] and sets["val"] == [f"{i:06d}" for i in range(13, 17)]
     assert sets["trainval"] == sets["train"] + sets["val"] and sets["test"] == sets["val"]
+    segmentation = year / "ImageSets" / "Segmentation"
+    assert {n: (segmentation / f"{n}.txt").read_text().split() for n in sets} == sets  # every image is segmented
     again = write_shapes_voc(tmp_path / "again", **SMALL)
     assert _files(again) == _files(shapes_voc)
     # rewriting replaces our own year folder, leaves other years alone, and never touches a real VOC copy

@@ -89,7 +89,7 @@ def test_txt_lists_lists_of_entries_and_paths(tmp_path: Path, yolo_root: Path, m
     write_image(yolo_root / "lists/more/d.jpg")
     write(yolo_root / "lists/more/d.txt", "1 0.5 0.5 0.2 0.2\n")  # no images/ component: the label sits beside
     cfg = tmp_path / "configs" / "mine.yaml"  # `path` relative to the yaml's folder, not to the working directory
-    write(cfg, f"path: ../ds\ntrain: [images/train, lists/extra.txt]\nnames: {{0: cat, 1: dog}}\n")
+    write(cfg, "path: ../ds\ntrain: [images/train, lists/extra.txt]\nnames: {0: cat, 1: dog}\n")
     monkeypatch.chdir(tmp_path / "configs")
     ds = YOLODataset(str(cfg.name), "train")
     names = [ds.get_image_info(i)["file_name"] for i in range(len(ds))]
@@ -180,7 +180,7 @@ def test_coco_ground_truth_equals_the_labels(yolo_root: Path) -> None:
         dets.append({"boxes": torch.as_tensor(gt["boxes"]), "labels": torch.as_tensor(gt["labels"]),
                      "scores": torch.ones(len(gt["labels"]))})
     evaluator.process(ds.ids, dets)
-    assert evaluator.evaluate()["bbox_mAP"] == pytest.approx(1.0)
+    assert evaluator.evaluate()["bbox/mAP"] == pytest.approx(1.0)
     assert [c["name"] for c in ds.coco.dataset["categories"]] == ["cat", "dog"]
 
 

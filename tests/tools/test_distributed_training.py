@@ -58,7 +58,7 @@ def test_distributed_evaluation_equals_single_process_evaluation(ddp_run, repo_r
     run(repo_root, "tools/test.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pth'}", "dataset.val_batch_size=1",
         f"hydra.run.dir={tmp_path / 'eval'}")
     single = json.loads((tmp_path / "eval" / "metrics.json").read_text())["bbox"]
-    assert single["bbox_AR_100"] > 0
+    assert single["bbox/AR_100"] > 0
     for name, value in single.items():
         assert value == last[name], name
 

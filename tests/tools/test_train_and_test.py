@@ -41,8 +41,8 @@ def test_run_folder_contents(trained_run):
 def test_test_tool_reproduces_training_evaluation(trained_run, repo_root):
     records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["mode"] == "val"]
-    best = max(val, key=lambda r: r["bbox_mAP"])  # best.pth is the first epoch reaching the maximum
-    best = next(r for r in val if r["bbox_mAP"] == best["bbox_mAP"])
+    best = max(val, key=lambda r: r["bbox/mAP"])  # best.pth is the first epoch reaching the maximum
+    best = next(r for r in val if r["bbox/mAP"] == best["bbox/mAP"])
     proc = run(repo_root, "tools/test.py", f"checkpoint={trained_run / 'checkpoints' / 'best.pth'}")
     assert "Average Precision" in proc.stdout + proc.stderr
     eval_dirs = sorted(trained_run.glob("eval_*"))
@@ -50,7 +50,7 @@ def test_test_tool_reproduces_training_evaluation(trained_run, repo_root):
     metrics = json.loads((eval_dirs[0] / "metrics.json").read_text())["bbox"]
     for name, value in metrics.items():
         assert value == pytest.approx(best[name], abs=1e-12), name
-    assert metrics["bbox_AR_100"] > 0  # the comparison is not between two empty evaluations
+    assert metrics["bbox/AR_100"] > 0  # the comparison is not between two empty evaluations
     results = json.loads((eval_dirs[0] / "results.bbox.json").read_text())
     assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
     assert {"pr_curve.png", "confusion_matrix.png", "f1_curve.png"} <= {p.name for p in eval_dirs[0].iterdir()}
@@ -116,7 +116,7 @@ def test_mistyped_dataset_root_shows_the_tree_and_the_key(repo_root, tmp_path, d
 
 
 @pytest.mark.parametrize("dataset,root_fixture,metric", [("voc07", "shapes_voc_root", "voc_mAP"),
-                                                         ("cityscapes", "shapes_cityscapes_root", "bbox_mAP")])
+                                                         ("cityscapes", "shapes_cityscapes_root", "bbox/mAP")])
 def test_train_and_test_on_voc_and_cityscapes_layouts(repo_root, tmp_path, request, dataset, root_fixture, metric):
     root = request.getfixturevalue(root_fixture)
     run_dir = tmp_path / dataset

@@ -20,6 +20,13 @@ What becomes what (as in mmdetection's ``cityscapes.py`` converter and ``Citysca
   ``iscrowd=1`` (its box, ``area`` = its pixel count), so pycocotools ignores detections that fall on it;
 * ``caravan`` and ``trailer`` have instances but are ``ignoreInEval`` in Cityscapes: skipped, like stuff.
 
+Masks. ``with_masks=True`` (a mask model's data) adds ``masks`` to each target: instance ``label_id * 1000 + k``
+is the pixels of that value, cut from the instance PNG decoded per sample (the dataset keeps each instance's value,
+never a mask). :attr:`coco` then carries each instance's and each group region's ``segmentation`` (compressed RLE,
+read from the PNGs on its first use). An instance PNG whose size is not its image's stops the build naming both
+files and the image id, or, under ``on_bad_image="skip"``, leaves the image out (its instances counted in
+``box_report["dropped_bad_mask"]``).
+
 Annotations are scanned once at construction (each instance PNG decoded once, on a few threads) into flat numpy
 arrays — never a dict per object — because the dataset is copied into every loader worker. The pycocotools index
 the COCO evaluator needs is built from those arrays on first use of :attr:`coco` (validation only).
@@ -39,12 +46,13 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, coco_index, concat,
-                                          offsets_of)
+from framework.data.datasets.bad_masks import MaskProblems
+from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, coco_index, concat,
+                                          detection_sample, offsets_of)
 from framework.data.datasets.box_report import count_boxes
-from framework.data.errors import DatasetNotFoundError
 from framework.data.datasets.roots import missing_path_error
-from framework.data.errors import DatasetError
+from framework.data.datasets.segmentation import encode_mask
+from framework.data.errors import BadImageError, DatasetError, DatasetNotFoundError
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -167,13 +175,18 @@ class _Scanned(NamedTuple):
     boxes: np.ndarray  # (N, 4) float32 XYXY, instances of the 8 classes
     labels: np.ndarray  # (N,) int64 0..7
     areas: np.ndarray  # (N,) int64 pixel counts
+    values: np.ndarray  # (N,) int64 their pixel values (label_id * 1000 + k)
     crowd_boxes: np.ndarray  # (M, 4) float32, group regions of the 8 classes
     crowd_labels: np.ndarray  # (M,) int64
     crowd_areas: np.ndarray  # (M,) int64
+    crowd_values: np.ndarray  # (M,) int64 their pixel values (label_id)
+    problem: str | None = None  # why the instance PNG cannot be used with its image (then no objects)…
+    unused: int = 0  # … and how many instances it holds
 
 
 def _objects_from_ids(ids: np.ndarray, path: Path) -> tuple[np.ndarray, ...]:
-    """Boxes, labels and areas of the instances and of the group regions encoded in one instance-id array."""
+    """Boxes, labels, areas and pixel values of the instances, then of the group regions, encoded in one instance-id
+    array."""
     h, w = ids.shape
     flat = ids.reshape(-1)
     sel = np.flatnonzero(flat >= _MIN_THING_ID)  # most pixels are stuff: drop them before anything costlier
@@ -211,19 +224,34 @@ def _objects_from_ids(ids: np.ndarray, path: Path) -> tuple[np.ndarray, ...]:
     areas = counts[uniq].astype(np.int64)
     ulabels = _ID_TO_LABEL[np.where(uniq >= 1000, uniq // 1000, uniq)]
     inst = uniq >= 1000
-    return boxes[inst], ulabels[inst], areas[inst], boxes[~inst], ulabels[~inst], areas[~inst]
+    return (boxes[inst], ulabels[inst], areas[inst], uniq[inst], boxes[~inst], ulabels[~inst], areas[~inst],
+            uniq[~inst])
 
 
-def _scan(left: Path, inst_path: Path) -> _Scanned:
-    """One image: its size and objects, from its instance-id PNG (checked against the image header)."""
+def _masks_of(ids: np.ndarray, values: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8: mask ``n`` is where `ids` equals ``values[n]``, compared only inside ``boxes[n]`` (the
+    extent of those pixels): a full-image comparison per instance would cost ~2M operations each at Cityscapes'
+    2048x1024."""
+    masks = np.zeros((len(values), *ids.shape), dtype=np.uint8)
+    for m, v, (x0, y0, x1, y1) in zip(masks, values.tolist(), boxes.astype(np.int64).tolist()):
+        m[y0:y1, x0:x1] = ids[y0:y1, x0:x1] == v
+    return masks
+
+
+def _scan(left: Path, inst_path: Path, image_id: int) -> _Scanned:
+    """One image: its size and objects, from its instance-id PNG (checked against the image header: a mismatch is
+    returned as `problem`, with the image's size and no objects)."""
     if not inst_path.is_file():
         raise DatasetNotFoundError(f"Instance-id annotation {inst_path} (for image {left}) does not exist.")
     ids = _read_instance_ids(inst_path)
     h, w = ids.shape
     ih, iw = _header_size(left)
+    objects = _objects_from_ids(ids, inst_path)
     if (ih, iw) != (h, w):
-        raise DatasetError(f"{inst_path} is {w}x{h} but its image {left} is {iw}x{ih}; they must match")
-    return _Scanned(h, w, *_objects_from_ids(ids, inst_path))
+        problem = (f"{inst_path} is {w}x{h} but its image {left} (image_id {image_id}) is {iw}x{ih}; they must "
+                   "match")
+        return _Scanned(ih, iw, *(a[:0] for a in objects), problem=problem, unused=len(objects[1]))
+    return _Scanned(h, w, *objects)
 
 
 class CityscapesDetection(DetectionDatasetBase):
@@ -235,6 +263,9 @@ class CityscapesDetection(DetectionDatasetBase):
         transforms: applied to ``(image, target)``.
         filter_empty: leave out images without any instance of the 8 classes (mmdetection's
             ``filter_empty_gt`` for training); group regions alone do not count.
+        with_masks: add ``masks`` to each target (see the module docstring).
+        on_bad_image: ``dataset.on_bad_image``; with masks, ``"skip"`` leaves out images whose instance PNG does not
+            fit them instead of stopping.
 
     Samples follow :class:`~framework.data.datasets.coco.CocoDetection`'s contract: a uint8 CHW
     ``tv_tensors.Image`` and ``{"boxes": BoundingBoxes XYXY, "labels": int64 0..7, "image_id": int,
@@ -251,12 +282,15 @@ class CityscapesDetection(DetectionDatasetBase):
         split: str = "train",
         transforms: Callable | None = None,
         filter_empty: bool = False,
+        with_masks: bool = False,
+        on_bad_image: str = "error",
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         self.root = Path(root).expanduser()
         self.split = split
         self.transforms = transforms
+        self.with_masks = with_masks
         self.img_dir: Path = self.root / "leftImg8bit" / split
         self.ann_dir: Path = self.root / "gtFine" / split
         self._image_root = self.img_dir
@@ -273,7 +307,7 @@ class CityscapesDetection(DetectionDatasetBase):
             raise DatasetNotFoundError(f"No <city>/*{LEFT_SUFFIX} images under {self.img_dir}.\n{hint}")
         self._set_classes(CITYSCAPES_CLASSES)
 
-        pairs = [(self.img_dir / f, self.ann_dir / (f[: -len(LEFT_SUFFIX)] + INSTANCE_IDS_SUFFIX)) for f in files]
+        pairs = [(self.img_dir / f, self._instance_png(f), i) for i, f in enumerate(files, start=1)]
         # PNG decoding and numpy release the GIL: threads make the one-off scan of ~3000 full-size PNGs a few
         # times faster, and map() keeps the order (so the first failing file, in order, is the one reported).
         workers = max(1, min(8, os.cpu_count() or 1, len(pairs)))
@@ -294,12 +328,24 @@ class CityscapesDetection(DetectionDatasetBase):
         self._crowd_boxes = concat([s.crowd_boxes for s in scanned], (0, 4), np.float32)
         self._crowd_labels = concat([s.crowd_labels for s in scanned], (0,), np.int64)
         self._crowd_areas = concat([s.crowd_areas for s in scanned], (0,), np.int64)
+        self._values = concat([s.values for s in scanned], (0,), np.int32)
+        self._crowd_values = concat([s.crowd_values for s in scanned], (0,), np.int32)
 
         # Boxes are the extents of mask pixels: never empty, NaN or outside the image. The report is here so that
         # every dataset has one (all zeros).
         self.box_report: dict[str, int] = count_boxes(np.zeros(0, dtype=np.int8))
-        kept = np.arange(len(files))
-        self._kept = kept[np.diff(self._offsets) > 0] if filter_empty else kept
+        bad = np.asarray([s.problem is not None for s in scanned], dtype=bool)
+        if bad.any() and not with_masks:  # a box model's data: the first bad file, in order, stops the build
+            raise DatasetError(next(s.problem for s in scanned if s.problem is not None))
+        if with_masks:
+            problems = MaskProblems(f"{self.ann_dir} (Cityscapes {split})", on_bad_image)
+            for s in scanned:
+                if s.problem is not None:
+                    problems.add(s.problem, dropped=s.unused)
+            self.box_report = problems.finish(self.box_report)
+        self._bad = bad  # images left out (on_bad_image=skip): neither samples nor in `coco`
+        kept = np.flatnonzero(~bad)
+        self._kept = kept[np.diff(self._offsets)[kept] > 0] if filter_empty else kept
 
     # ------------------------------------------------------------------ metadata
 
@@ -316,6 +362,23 @@ class CityscapesDetection(DetectionDatasetBase):
 
     def _file_name(self, row: int) -> str:
         return self._files[row]
+
+    def _instance_png(self, file_name: str) -> Path:
+        """The instance-id PNG of an image (``file_name`` relative to ``img_dir``)."""
+        return self.ann_dir / (file_name[: -len(LEFT_SUFFIX)] + INSTANCE_IDS_SUFFIX)
+
+    def _instance_ids(self, row: int) -> np.ndarray:
+        """The instance-id PNG of `row`, decoded again (a file changed since the build is reported as a bad file,
+        naming the image id)."""
+        path = self._instance_png(self._files[row])
+        try:
+            ids = _read_instance_ids(path)
+        except DatasetError as e:
+            raise BadImageError(path, f"{e} (image_id {row + 1})") from None
+        if ids.shape != tuple(self._sizes[row]):
+            raise BadImageError(path, f"it is {ids.shape[1]}x{ids.shape[0]}, not the {self._sizes[row][1]}x"
+                                      f"{self._sizes[row][0]} it was when the dataset was built (image_id {row + 1})")
+        return ids
 
     def get_annotation(self, index: int) -> dict[str, Any]:
         """Ground truth of one image: instances and group regions (``crowd``) as arrays, boxes XYXY.
@@ -343,20 +406,56 @@ class CityscapesDetection(DetectionDatasetBase):
         """
         images: list[dict[str, Any]] = []
         anns: list[dict[str, Any]] = []
-        for row in range(len(self._files)):
+        rows = np.flatnonzero(~self._bad).tolist()  # images left out for a bad instance PNG are not graded
+        segms = self._coco_segmentations(rows) if self.with_masks else None
+        for k, row in enumerate(rows):
             images.append(self._info(row))
             s = self._objects(row)
             c = slice(self._crowd_offsets[row], self._crowd_offsets[row + 1])
-            anns += box_annotations(row + 1, self._boxes[s].tolist(), self._labels[s].tolist(), len(anns) + 1,
-                                    areas=self._areas[s].tolist())
-            anns += box_annotations(row + 1, self._crowd_boxes[c].tolist(), self._crowd_labels[c].tolist(),
-                                    len(anns) + 1, areas=self._crowd_areas[c].tolist(), iscrowd=1)
+            new = box_annotations(row + 1, self._boxes[s].tolist(), self._labels[s].tolist(), len(anns) + 1,
+                                  areas=self._areas[s].tolist())
+            new += box_annotations(row + 1, self._crowd_boxes[c].tolist(), self._crowd_labels[c].tolist(),
+                                   len(anns) + len(new) + 1, areas=self._crowd_areas[c].tolist(), iscrowd=1)
+            if segms is not None:
+                for ann, rle in zip(new, segms[k]):
+                    ann["segmentation"] = rle
+            anns += new
         return coco_index({
             "info": {"description": f"Cityscapes {self.split} (gtFine instances, {self.root})"},
             "images": images,
             "annotations": anns,
             "categories": self._categories(lambda name: _SUPERCATEGORY.get(name, "vehicle")),
         })
+
+    def _coco_segmentations(self, rows: list[int]) -> list[list[dict[str, Any]]]:
+        """Per row of `rows`, the compressed RLE of each instance, then of each group region (the order of
+        `_build_coco`), read from the instance PNGs now, in a thread pool (the first use of `coco`)."""
+        def one(row: int) -> list[dict[str, Any]]:
+            ids = self._instance_ids(row)
+            s = self._objects(row)
+            c = slice(self._crowd_offsets[row], self._crowd_offsets[row + 1])
+            boxes = np.concatenate([self._boxes[s], self._crowd_boxes[c]])
+            values = np.concatenate([self._values[s], self._crowd_values[c]])
+            return [encode_mask(m) for m in _masks_of(ids, values, boxes)]
+
+        workers = max(1, min(8, os.cpu_count() or 1, len(rows)))
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, rows))
+
+    def __getitem__(self, index: int) -> Sample:
+        if not self.with_masks:
+            return super().__getitem__(index)
+        row = self._row(index)
+        data = self._load_image(row)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        ids = self._instance_ids(row)
+        if ids.shape != (h, w):
+            raise BadImageError(self._image_root / self._files[row],
+                                f"it decodes to {w}x{h}, but its instance PNG is {ids.shape[1]}x{ids.shape[0]} "
+                                f"(image_id {row + 1})")
+        s = self._objects(row)  # boxes are the masks' extents: inside the image, nothing to clip or drop
+        masks = _masks_of(ids, self._values[s], self._boxes[s])
+        return detection_sample(data, self._boxes[s], self._labels[s], row + 1, self.transforms, masks=masks)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"root": str(self.root), "split": self.split, "images": len(self), "instances": len(self._labels),

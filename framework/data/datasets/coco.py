@@ -22,7 +22,7 @@ from framework.data.datasets.base import (DetectionDatasetBase, Sample, clip_box
 from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
 from framework.data.datasets.roots import missing_path_error
 from framework.data.datasets.segmentation import decode_segmentation
-from framework.data.errors import DatasetNotFoundError
+from framework.data.errors import BadImageError, DatasetError, DatasetNotFoundError
 
 __all__ = ["CocoDetection", "DatasetNotFoundError", "coco_index", "decode_rgb", "detection_sample", "layout_hint"]
 
@@ -83,6 +83,12 @@ class CocoDetection(DetectionDatasetBase):
     so forked loader workers share them instead of each copying them page by page. The
     pycocotools index the evaluator needs is :attr:`coco`, built from the file on first use
     and never pickled.
+
+    ``with_masks=True`` (a mask model's data) adds ``masks`` to each target, decoded per sample from the
+    segmentations (kept as packed JSON text); every segmentation is checked when the file is read, and a bad one,
+    or an annotation of an image not in 'images', stops the build naming the file and the annotation id, unless
+    ``on_bad_image="skip"`` (``dataset.on_bad_image``): then it is left out of training and of :attr:`coco`, and
+    counted in ``box_report["dropped_bad_mask"]``.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class CocoDetection(DetectionDatasetBase):
         transforms: Callable | None = None,
         filter_empty: bool = False,
         with_masks: bool = False,
+        on_bad_image: str = "error",
     ) -> None:
         self.root = Path(root).expanduser()
         ann_path = _resolve(self.root, ann_file)
@@ -112,7 +119,7 @@ class CocoDetection(DetectionDatasetBase):
         self.transforms = transforms
 
         self.with_masks = with_masks  # set by a mask model's config; a box model never reads the segmentations
-        tables = read_coco_tables(ann_path, img_path, with_masks=with_masks)
+        tables = read_coco_tables(ann_path, img_path, with_masks=with_masks, on_bad_image=on_bad_image)
         self.box_report: dict[str, int] = tables.box_report
         self._set_classes(tables.classes, tables.cat_ids)
         if filter_empty:
@@ -138,6 +145,10 @@ class CocoDetection(DetectionDatasetBase):
         results: its evaluation reads both and would fail on the first image without them.
         """
         data = load_coco_json(Path(self.ann_file))
+        dropped = self._tables.bad_mask_ids
+        if dropped is not None and len(dropped):  # left out for a bad mask (on_bad_image=skip): not gradable either
+            gone = set(dropped.tolist())
+            data["annotations"] = [a for a in data.get("annotations", []) if a.get("id") not in gone]
         for ann in data.get("annotations", []):
             ann.setdefault("iscrowd", 0)
             if "area" not in ann:
@@ -162,8 +173,11 @@ class CocoDetection(DetectionDatasetBase):
         rows, image_id = rows[keep], int(self._image_ids[row])
         masks = np.zeros((len(rows), h, w), dtype=np.uint8)
         for i, r in enumerate(rows):
-            where = f"{self.ann_file}: an annotation of image {image_id}"
-            masks[i] = decode_segmentation(self._tables.segmentation(int(r)), h, w, where)
+            where = f"{self.ann_file}: annotation {int(self._tables.ann_ids[r])} of image {image_id}"
+            try:
+                masks[i] = decode_segmentation(self._tables.segmentation(int(r)), h, w, where)
+            except DatasetError as e:  # an RLE of the size 'images' gives, on a file of another size
+                raise BadImageError(self._image_root / self._file_name(row), str(e)) from None
         return detection_sample(data, boxes[keep], self._labels[rows], image_id, self.transforms, masks=masks)
 
     def _repr_fields(self) -> dict[str, Any]:

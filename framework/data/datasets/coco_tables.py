@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from framework.data.datasets.bad_masks import MaskProblems
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
 from framework.data.datasets.segmentation import check_segmentation, encode_segmentations
 from framework.data.errors import DatasetError
@@ -117,9 +118,13 @@ class CocoTables:
     labels: np.ndarray  # (M,) int32, contiguous 0..K-1
     iscrowd: np.ndarray  # (M,) bool
     box_report: dict[str, int]
-    # with_masks: the JSON text of each annotation's segmentation, packed (pack_strings) in row order; else None
+    # with_masks: the JSON text of each annotation's segmentation, packed (pack_strings) in row order, and each row's
+    # annotation id (for error messages); the ids of the annotations left out for a bad mask (on_bad_image=skip),
+    # which the evaluator's index leaves out too. Else None.
     segm: np.ndarray | None = None
     segm_offsets: np.ndarray | None = None
+    ann_ids: np.ndarray | None = None
+    bad_mask_ids: np.ndarray | None = None
 
     def segmentation(self, row: int) -> Any:
         """The segmentation of annotation row `row` as written (polygons or RLE)."""
@@ -139,7 +144,7 @@ class CocoTables:
         segm = {}
         if self.segm is not None:
             kept = [unpack_string(self.segm, self.segm_offsets, int(r)) for r in np.flatnonzero(rows)]
-            segm = dict(zip(("segm", "segm_offsets"), pack_strings(kept)))
+            segm = dict(zip(("segm", "segm_offsets"), pack_strings(kept)), ann_ids=self.ann_ids[rows])
         return replace(self, image_ids=self.image_ids[idx], sizes=self.sizes[idx], names=names,
                        name_offsets=name_offsets, offsets=offsets, boxes=self.boxes[rows], labels=self.labels[rows],
                        iscrowd=self.iscrowd[rows], **segm)
@@ -228,9 +233,10 @@ def box_area(bbox: list[int | float]) -> float:
 
 
 def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int],
-                      with_masks: bool = False) -> tuple[Any, ...]:
+                      problems: MaskProblems | None = None) -> tuple[Any, ...]:
     """Per annotation: id, image id, label, iscrowd and XYWH box (float64), every field type-checked; with
-    `with_masks`, also the segmentations (checked against the image sizes by the caller)."""
+    `problems` (a mask model's dataset), also the segmentations, the bad ones recorded there (None in `segms`;
+    their sizes are checked against the images by the caller)."""
     ann_ids, image_ids, labels, crowd, bboxes, segms = [], [], [], [], [], []
     for k, ann in enumerate(anns):
         if type(ann) is not dict:
@@ -254,11 +260,16 @@ def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int],
         flag = ann.get("iscrowd", 0)
         if not _is_number(flag) or flag not in (0, 1):
             raise _bad_field(where, "iscrowd", flag, "0 or 1")
-        if with_masks:
-            if "segmentation" not in ann:
-                raise DatasetError(f"{where} has no 'segmentation', which a mask model needs (polygons or RLE)")
-            check_segmentation(ann["segmentation"], where, None)
-            segms.append(ann["segmentation"])
+        if problems is not None:
+            segm = ann.get("segmentation")
+            try:
+                if "segmentation" not in ann:
+                    raise DatasetError(f"{where} has no 'segmentation', which a mask model needs (polygons or RLE)")
+                check_segmentation(segm, where, None)
+            except DatasetError as e:
+                problems.add(str(e))
+                segm = None
+            segms.append(segm)
         ann_ids.append(aid)
         image_ids.append(iid)
         labels.append(label_of[cat])
@@ -272,18 +283,23 @@ def _read_annotations(anns: list[Any], path: Path, label_of: dict[int, int],
             np.asarray(labels, dtype=np.int32), np.asarray(crowd, dtype=bool), xywh, segms)
 
 
-def read_coco_tables(path: Path, img_dir: Path, with_masks: bool = False) -> CocoTables:
+def read_coco_tables(path: Path, img_dir: Path, with_masks: bool = False, on_bad_image: str = "error") -> CocoTables:
     """Read and check `path`; clip or drop unusable boxes of non-crowd annotations (counted, one warning).
 
     Crowd annotations are kept with their flag (clipped like the others; unusable ones dropped without a count,
     since they are never training targets). Annotations of an image id that is not in 'images' are ignored, as
     pycocotools' evaluation ignores them, and counted as ``dropped_no_image``.
+
+    With `with_masks`, every segmentation is checked (see `check_segmentation`), and an annotation of an image not
+    in 'images' is an error too (its mask could be meant for any picture); `on_bad_image=skip` drops them instead,
+    counted in ``dropped_bad_mask`` (the orphans in ``dropped_no_image``), see `MaskProblems`.
     """
     data = load_coco_json(path)
     cat_ids, classes = _read_categories(data["categories"], path)
     image_ids, names, sizes = _read_images(data["images"], path, img_dir)
+    problems = MaskProblems(str(path), on_bad_image) if with_masks else None
     ann_ids, ann_images, labels, crowd, xywh, segms = _read_annotations(
-        data.get("annotations", []), path, {c: i for i, c in enumerate(cat_ids)}, with_masks)
+        data.get("annotations", []), path, {c: i for i, c in enumerate(cat_ids)}, problems)
     del data
 
     pos = np.searchsorted(image_ids, ann_images)
@@ -298,7 +314,7 @@ def read_coco_tables(path: Path, img_dir: Path, with_masks: bool = False) -> Coc
     t_ids, t_imgs = ann_ids[train], ann_images[train]
     orphans = int((~known).sum())
     extra = ""
-    if orphans:
+    if orphans and problems is None:  # with masks, they are mask problems (listed by `problems`)
         example = ann_ids[np.argmax(~known)], ann_images[np.argmax(~known)]
         extra = (f"{orphans} annotation{'s' if orphans != 1 else ''} of images not listed in 'images' ignored, e.g. "
                  f"annotation {example[0]} of image {example[1]}")
@@ -306,16 +322,31 @@ def read_coco_tables(path: Path, img_dir: Path, with_masks: bool = False) -> Coc
     report["dropped_no_image"] = orphans
 
     keep = known & ((codes == OK) | (codes == CLIPPED))
+    segm: dict[str, np.ndarray] = {}
+    if problems is not None:
+        bad = np.asarray([s is None for s in segms], dtype=bool).reshape(-1)
+        for i in np.flatnonzero(~known):
+            problems.add(f"{path}: annotation {ann_ids[i]} is for image {ann_images[i]}, which is not in 'images'",
+                         dropped=0)
+        for i in np.flatnonzero(known & ~bad):  # an RLE must have its image's size (polygons are drawn at any size)
+            if not isinstance(segms[i], dict):
+                continue
+            try:
+                check_segmentation(segms[i], f"{path}: annotation {ann_ids[i]} of image {ann_images[i]}",
+                                   tuple(int(v) for v in sizes[pos[i]]))
+            except DatasetError as e:
+                problems.add(str(e))
+                bad[i] = True
+        report = problems.finish(report)
+        keep &= ~bad
+        segm["bad_mask_ids"] = ann_ids[bad]
     order = np.flatnonzero(keep)[np.argsort(pos[keep], kind="stable")]
     offsets = np.zeros(len(image_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(pos[order], minlength=len(image_ids)), out=offsets[1:])
     packed, name_offsets = pack_strings(names)
-    segm: dict[str, np.ndarray] = {}
-    if with_masks:
-        for i in order:  # an RLE must have its image's size (polygons are drawn at any size)
-            check_segmentation(segms[i], f"{path}: annotation {ann_ids[i]} of image {ann_images[i]}",
-                               tuple(int(v) for v in sizes[pos[i]]))
-        segm = dict(zip(("segm", "segm_offsets"), pack_strings(encode_segmentations([segms[i] for i in order]))))
+    if problems is not None:
+        segm.update(zip(("segm", "segm_offsets"), pack_strings(encode_segmentations([segms[i] for i in order]))))
+        segm["ann_ids"] = ann_ids[order]
     return CocoTables(cat_ids=cat_ids, classes=classes, image_ids=image_ids, sizes=sizes, names=packed,
                       name_offsets=name_offsets, offsets=offsets, boxes=boxes[order], labels=labels[order],
                       iscrowd=crowd[order], box_report=report, **segm)

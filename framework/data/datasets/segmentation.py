@@ -15,8 +15,7 @@ from pycocotools import mask as mask_utils
 from framework.data.errors import DatasetError
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+_NUMBERS = frozenset({int, float})  # what JSON numbers parse to (not bool, a subclass of int)
 
 
 def check_segmentation(segm: Any, where: str, size: tuple[int, int] | None) -> None:
@@ -27,7 +26,7 @@ def check_segmentation(segm: Any, where: str, size: tuple[int, int] | None) -> N
             raise DatasetError(f"{where}: 'segmentation' is an empty list; give at least one polygon "
                                "[x1, y1, x2, y2, x3, y3, …]")
         for i, poly in enumerate(segm):
-            if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+            if not isinstance(poly, list) or not _NUMBERS.issuperset(map(type, poly)):  # C speed: COCO has ~10^8
                 raise DatasetError(f"{where}: segmentation polygon {i} is not a list of numbers")
             if len(poly) % 2:
                 raise DatasetError(f"{where}: segmentation polygon {i} has an odd number of coordinates "
@@ -60,6 +59,13 @@ def decode_segmentation(segm: Any, height: int, width: int, where: str) -> np.nd
                                f"{height}x{width}; the mask must have the image's size")
         rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else segm
     return mask_utils.decode(rle).astype(np.uint8)
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A (height, width) 0/1 mask as a COCO compressed RLE with text `counts` (what a JSON file or a pycocotools
+    index holds)."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def encode_segmentations(segms: list[Any]) -> list[str]:

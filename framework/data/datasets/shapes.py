@@ -10,26 +10,35 @@ Layout written by :func:`generate_shapes`::
     root/
     ├── annotations/instances_train.json, instances_val.json
     └── images/train/000001.jpg …, images/val/000001.jpg …
+
+Exact masks. Every annotation's ``segmentation`` is a compressed RLE (``iscrowd`` 0) of exactly the pixels its shape
+left visible in the picture (where shapes overlap, the pixels belong to the one painted last), and its ``bbox`` is
+the tight box of those pixels (``x + w`` = last column + 1), so a mask's box equals its box. RLE rather than
+polygons: pycocotools rasterizes polygons by its own rule (not PIL's), and a partly covered shape can have notches
+or several parts. The VOC and Cityscapes layouts (``shapes_voc.py``, ``shapes_cityscapes.py``) write the same masks
+as their PNGs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from framework.data.datasets.coco import CocoDetection, layout_hint
 from framework.data.datasets.roots import missing_path_error
+from framework.data.datasets.segmentation import encode_mask
 
-__all__ = ["DEFAULT_ROOT", "SHAPES_CLASSES", "ShapesDataset", "atomic_dir", "generate_shapes", "is_default_root",
-           "render_shapes", "split_rng"]
+__all__ = ["DEFAULT_ROOT", "SHAPES_CLASSES", "Painted", "ShapesDataset", "atomic_dir", "generate_shapes",
+           "is_default_root", "render_shapes", "split_rng"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -106,7 +115,7 @@ def _make_shape(
     """Random geometry of one shape placed fully inside an (h, w) image.
 
     Returns ``{"kind", "polygon": (N,2) float array}`` plus ``"ellipse": [x0,y0,x1,y1]``
-    for circles. The polygon is also the COCO segmentation.
+    for circles (whose 32-gon polygon is never drawn).
     """
     side = float(rng.uniform(_MIN_OBJ, max_obj))
     if kind == "circle":
@@ -186,13 +195,31 @@ def _pick_colour(rng: np.random.Generator, avoid: list[np.ndarray]) -> tuple[int
     return int(best[0]), int(best[1]), int(best[2])
 
 
+class Painted(NamedTuple):
+    """One generated picture and its ground truth, for every layout writer.
+
+    ``annotations``: COCO-style dicts (``category_id`` 1..4, ``bbox`` XYWH, ``area``, ``iscrowd`` 0,
+    ``segmentation`` as compressed RLE), in painting order: later objects may partly cover earlier ones.
+    ``instances``: (H, W) int32, ``k + 1`` on the pixels where annotation ``k`` is visible, 0 elsewhere; each
+    annotation's RLE, box (``x + w`` = last column + 1) and area are exactly these pixels.
+    ``outlines``: per annotation, a polygon (x, y points) whose PIL fill (``ImageDraw.polygon``) is exactly the
+    shape's painted pixels before later shapes covered it; drawn in order, they give ``instances`` again (what the
+    Cityscapes layout's polygons file relies on).
+    """
+
+    image: Image.Image
+    annotations: list[dict[str, Any]]
+    instances: np.ndarray
+    outlines: list[list[tuple[float, float]]]
+
+
 def _render_image(
     rng: np.random.Generator,
     min_side: int,
     max_side: int,
     max_objects: int,
     image_size: tuple[int, int] | None = None,
-) -> tuple[Image.Image, list[dict[str, Any]]]:
+) -> Painted:
     """One image and its annotations (without ids): of random size, or ``image_size`` (height, width) if given."""
     if image_size is None:
         h = int(rng.integers(min_side, max_side + 1))
@@ -202,19 +229,44 @@ def _render_image(
     return _paint_shapes(rng, _background(rng, h, w), max_objects)
 
 
-def _paint_shapes(
-    rng: np.random.Generator, bg: np.ndarray, max_objects: int
-) -> tuple[Image.Image, list[dict[str, Any]]]:
-    """Paint 1..max_objects shapes on a background (HxWx3 uint8, left unchanged)."""
+def _outline(shape: dict[str, Any], h: int, w: int) -> list[tuple[float, float]]:
+    """A polygon PIL fills into exactly the pixels `_draw_shape` paints for `shape`.
+
+    A polygon shape is its own outline (unrounded: rounding could move a pixel across an edge). A circle, painted
+    with ``ImageDraw.ellipse``, is traced through the centres of its leftmost pixels top to bottom, then of its
+    rightmost ones back up: PIL fills each row between its edges, inclusive, so every row gets exactly its run
+    (checked for every diameter the generator draws in tests/data/test_shapes_masks.py)."""
+    if shape["kind"] != "circle":
+        return [(float(x), float(y)) for x, y in shape["polygon"]]
+    mask = Image.new("L", (w, h), 0)
+    _draw_shape(ImageDraw.Draw(mask), shape, 1)
+    pixels = np.asarray(mask) > 0
+    rows = np.flatnonzero(pixels.any(axis=1))
+    first = pixels[rows].argmax(axis=1)
+    last = w - 1 - pixels[rows, ::-1].argmax(axis=1)
+    left = list(zip(first.astype(float).tolist(), rows.astype(float).tolist()))
+    right = list(zip(last[::-1].astype(float).tolist(), rows[::-1].astype(float).tolist()))
+    return left + right
+
+
+def _paint_shapes(rng: np.random.Generator, bg: np.ndarray, max_objects: int) -> Painted:
+    """Paint 1..max_objects shapes on a background (HxWx3 uint8, left unchanged).
+
+    Each accepted shape is painted on the picture and, with its index, on an instance map, by the same PIL call:
+    the map ends up holding, per pixel, the last shape painted there, so each annotation's mask is exactly its
+    visible pixels. A shape later ones hide completely (rare: placements overlap little) gets no annotation.
+    """
     h, w = bg.shape[:2]
     img = Image.fromarray(bg)
     draw = ImageDraw.Draw(img)
+    instance_map = Image.new("I", (w, h), 0)
+    draw_instance = ImageDraw.Draw(instance_map)
     max_obj = min(_MAX_OBJ, min(h, w) - 2)
 
     n = int(rng.integers(1, max_objects + 1))
     boxes: list[tuple[int, int, int, int]] = []
     colours: list[np.ndarray] = []
-    anns: list[dict[str, Any]] = []
+    painted: list[tuple[int, dict[str, Any]]] = []
     for _ in range(n):
         cls = int(rng.integers(len(SHAPES_CLASSES)))
         kind = SHAPES_CLASSES[cls]
@@ -232,19 +284,32 @@ def _paint_shapes(
                 avoid.append(col)
         colour = _pick_colour(rng, avoid)
         _draw_shape(draw, shape, colour)
+        _draw_shape(draw_instance, shape, len(painted) + 1)
         boxes.append(box)
         colours.append(np.asarray(colour, dtype=np.float64))
-        poly = np.clip(shape["polygon"], 0.0, [w, h])
-        anns.append(
-            {
-                "category_id": cls + 1,
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                "area": float(area),
-                "iscrowd": 0,
-                "segmentation": [[round(float(v), 2) for v in poly.reshape(-1)]],
-            }
-        )
-    return img, anns
+        painted.append((cls, shape))
+
+    drawn = np.asarray(instance_map, dtype=np.int32)
+    instances = np.zeros((h, w), dtype=np.int32)
+    anns: list[dict[str, Any]] = []
+    outlines: list[list[tuple[float, float]]] = []
+    for k, (cls, shape) in enumerate(painted):
+        visible = drawn == k + 1
+        ys = np.flatnonzero(visible.any(axis=1))
+        if not len(ys):
+            continue  # hidden by later shapes
+        xs = np.flatnonzero(visible.any(axis=0))
+        x0, y0, x1, y1 = int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+        instances[visible] = len(anns) + 1
+        anns.append({
+            "category_id": cls + 1,
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            "area": float(np.count_nonzero(visible)),
+            "iscrowd": 0,
+            "segmentation": encode_mask(visible),
+        })
+        outlines.append(_outline(shape, h, w))
+    return Painted(img, anns, instances, outlines)
 
 
 # --------------------------------------------------------------------------- writing
@@ -278,10 +343,10 @@ def render_shapes(
     max_side: int = 160,
     max_objects: int = 5,
     image_size: tuple[int, int] | None = None,
-) -> Iterator[tuple[Image.Image, list[dict[str, Any]]]]:
-    """The images of one split and their COCO-style annotations (category_id 1..4, bbox XYWH, area, iscrowd,
-    segmentation polygon), in painting order: later objects may partly cover earlier ones. Layout writers
-    (COCO here, VOC and Cityscapes elsewhere) consume this, so every layout holds the same pictures."""
+) -> Iterator[Painted]:
+    """The images of one split with their ground truth (see :class:`Painted`: COCO-style annotations with exact
+    RLE masks, the instance map, the outlines), in painting order. Layout writers (COCO here, VOC and Cityscapes
+    elsewhere) consume this, so every layout holds the same pictures and the same masks."""
     for _ in range(num_images):
         yield _render_image(rng, min_side, max_side, max_objects, image_size)
 
@@ -302,7 +367,7 @@ def _write_split(
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     rendered = render_shapes(num_images, rng, min_side, max_side, max_objects, image_size)
-    for image_id, (img, anns) in enumerate(rendered, start=1):
+    for image_id, (img, anns, _, _) in enumerate(rendered, start=1):
         file_name = f"{image_id:06d}.jpg"
         # Fixed quality/subsampling and no metadata: same arguments → same bytes.
         img.save(img_dir / file_name, format="JPEG", quality=95, subsampling=0, optimize=False)
@@ -416,6 +481,8 @@ def generate_shapes(
 # --------------------------------------------------------------------------- dataset
 
 
+logger = logging.getLogger("framework")
+
 #: The one root `ShapesDataset` generates by itself (configs/dataset/shapes.yaml's), relative to the working directory.
 DEFAULT_ROOT = "data/shapes"
 
@@ -445,6 +512,7 @@ class ShapesDataset(CocoDetection):
         filter_empty: bool = False,
         generate: bool | None = None,
         with_masks: bool = False,
+        on_bad_image: str = "error",
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -462,4 +530,9 @@ class ShapesDataset(CocoDetection):
                 missing = (path, "Shapes dataset root") if not path.is_dir() else (path / ann_file, "Annotation file")
                 raise missing_path_error(*missing, hint)
         self.split = split
-        super().__init__(root, ann_file, img_dir, transforms, filter_empty, with_masks)
+        super().__init__(root, ann_file, img_dir, transforms, filter_empty, with_masks, on_bad_image)
+        segm = self._tables.segm
+        if segm is not None and len(segm) and segm[0] == ord("["):  # polygons: written before masks were exact
+            logger.warning(f"{root} was written by an older generator: its masks are polygons, within about 2 px of "
+                           f"the painted shapes. Regenerate it for exact masks: python tools/make_shapes.py --root "
+                           f"{root} --force")

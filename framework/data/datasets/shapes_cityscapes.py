@@ -34,12 +34,13 @@ the 7th, 14th, … by default) is written as a Cityscapes group region: label ``
 and the plain label id in the instance image, like the "cargroup" regions of real Cityscapes. The loader turns
 these into crowd (ignore) regions, so that path is exercised by the synthetic data as well (about 1 object in 7).
 
-Instance image. ``*_gtFine_instanceIds.png`` (16-bit) is drawn exactly as cityscapesscripts'
-``json2instanceImg`` draws the polygons file: background 0, then every object's polygon in file order (a "road"
-polygon covering the image first, then the shapes in painting order, so later shapes cover earlier ones), filled
-with ``label_id * 1000 + k`` for the ``k``-th instance of its class in the image (``k`` from 0) or ``label_id`` for
-a group. The polygons are the shapes' COCO segmentations; circles are 32-gons there, so a circle's instance mask
-can differ from its painted disc by about a pixel along the rim.
+Instance image. ``*_gtFine_instanceIds.png`` (16-bit) holds the exact painted pixels of every object, with
+Cityscapes' encoding: ``label_id * 1000 + k`` for the ``k``-th instance of its class in the image (``k`` from 0, in
+painting order), ``label_id`` for a group, the road id (7) elsewhere; where shapes overlap, the pixels belong to the
+shape painted last. So each instance's mask, and the box the loader derives from it, equal the COCO layout's RLE and
+box. The polygons file is consistent with it: each object's polygon is an outline that PIL fills into exactly the
+shape's pixels (the shape's own vertices; for a circle, the centres of its edge pixels), so cityscapesscripts'
+``json2instanceImg``, which draws the polygons in file order, writes the very same instance image.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from framework.data.datasets.cityscapes import (
     CITYSCAPES_INSTANCE_LABELS,
@@ -73,9 +74,10 @@ _OURS = {"leftImg8bit", "gtFine", MARKER}
 
 
 def cityscapes_objects(
-    anns: list[dict[str, Any]], width: int, height: int, first_index: int, group_every: int = GROUP_EVERY
+    anns: list[dict[str, Any]], outlines: list[list[tuple[float, float]]], width: int, height: int,
+    first_index: int, group_every: int = GROUP_EVERY,
 ) -> list[dict[str, Any]]:
-    """The ``objects`` of one image's polygons file, from its shapes annotations (in painting order).
+    """The ``objects`` of one image's polygons file, from its shapes annotations and outlines (painting order).
 
     ``first_index`` is the split-wide index of the image's first object (for the group rule). A "road" polygon
     covering the image comes first, like the stuff polygons that come before the objects in real Cityscapes files.
@@ -83,37 +85,32 @@ def cityscapes_objects(
     objects: list[dict[str, Any]] = [
         {"label": "road", "polygon": [[0, 0], [width, 0], [width, height], [0, height]]}
     ]
-    for n, ann in enumerate(anns, start=first_index):
+    for n, (ann, outline) in enumerate(zip(anns, outlines), start=first_index):
         name = SHAPE_TO_CITYSCAPES[SHAPES_CLASSES[int(ann["category_id"]) - 1]]
         group = group_every > 0 and n % group_every == group_every - 1
-        flat = ann["segmentation"][0]
         objects.append({
             "label": name + "group" if group else name,
-            "polygon": [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)],
+            "polygon": [[int(x) if float(x).is_integer() else x, int(y) if float(y).is_integer() else y]
+                        for x, y in outline],
         })
     return objects
 
 
-def _instance_image(objects: list[dict[str, Any]], width: int, height: int) -> Image.Image:
-    """The 16-bit instance-id image of a polygons file, drawn as cityscapesscripts' ``json2instanceImg`` does."""
-    img = Image.new("I", (width, height), 0)  # "unlabeled"
-    draw = ImageDraw.Draw(img)
+def _instance_image(objects: list[dict[str, Any]], instances: np.ndarray) -> Image.Image:
+    """The 16-bit instance-id image: every object's exact pixels (`instances`, 1-based in `objects[1:]` order)
+    with its Cityscapes id, road elsewhere."""
     counts: dict[str, int] = {}
-    for obj in objects:
+    values = np.zeros(len(objects), dtype=np.uint16)  # values[k]: object k's id (objects[0] is the road)
+    values[0] = _ROAD_ID
+    for k, obj in enumerate(objects[1:], start=1):
         label = obj["label"]
-        group = label not in _LABEL_ID and label != "road" and label.endswith("group")
-        if group:
-            label = label[: -len("group")]
-        if label == "road":
-            value = _ROAD_ID
-        elif group:
-            value = _LABEL_ID[label]
+        if label.endswith("group") and label not in _LABEL_ID:
+            values[k] = _LABEL_ID[label[: -len("group")]]
         else:
-            value = _LABEL_ID[label] * 1000 + counts.get(label, 0)
+            values[k] = _LABEL_ID[label] * 1000 + counts.get(label, 0)
             counts[label] = counts.get(label, 0) + 1
-        draw.polygon([(x, y) for x, y in obj["polygon"]], fill=value)
-    # Pillow writes 16-bit greyscale PNGs from "I;16", not from "I": values are < 34000, so the cast is exact.
-    return Image.fromarray(np.asarray(img).astype(np.uint16))
+    # Pillow writes 16-bit greyscale PNGs from uint16 arrays ("I;16"); ids are < 34000
+    return Image.fromarray(values[instances])
 
 
 def _looks_like_ours(root: Path) -> bool:
@@ -166,13 +163,13 @@ def write_shapes_cityscapes(
             img_dir.mkdir(parents=True)
             ann_dir.mkdir(parents=True)
             next_object = 0
-            for frame, (img, anns) in enumerate(render_shapes(count, split_rng(seed, split), **render_kwargs), 1):
+            rendered = render_shapes(count, split_rng(seed, split), **render_kwargs)
+            for frame, (img, anns, instances, outlines) in enumerate(rendered, 1):
                 stem = f"{city}_000000_{frame:06d}"
-                objects = cityscapes_objects(anns, img.width, img.height, next_object, group_every)
+                objects = cityscapes_objects(anns, outlines, img.width, img.height, next_object, group_every)
                 next_object += len(anns)
                 img.save(img_dir / f"{stem}{LEFT_SUFFIX}", format="PNG")  # no metadata: same pixels, same bytes
-                _instance_image(objects, img.width, img.height).save(ann_dir / f"{stem}{INSTANCE_IDS_SUFFIX}",
-                                                                     format="PNG")
+                _instance_image(objects, instances).save(ann_dir / f"{stem}{INSTANCE_IDS_SUFFIX}", format="PNG")
                 polygons = {"imgHeight": img.height, "imgWidth": img.width, "objects": objects}
                 (ann_dir / f"{stem}{POLYGONS_SUFFIX}").write_text(json.dumps(polygons, indent=4) + "\n",
                                                                   encoding="utf-8")

@@ -12,8 +12,15 @@ Layout written by :func:`write_shapes_voc` (``root`` plays the part of ``VOCdevk
     root/VOC2007/
     ├── Annotations/000001.xml …
     ├── ImageSets/Main/train.txt, val.txt, trainval.txt, test.txt
+    ├── ImageSets/Segmentation/train.txt, val.txt, trainval.txt, test.txt   (the same lists: all are segmented)
     ├── JPEGImages/000001.jpg …
+    ├── SegmentationClass/000001.png …     class index + 1 per pixel (palette PNG, VOC colours), 0 background
+    ├── SegmentationObject/000001.png …    object index i (the i-th <object> in the XML) per pixel, 0 background
     └── classes.txt          circle, square, triangle, cross (read by VOCDetection instead of the 20 VOC classes)
+
+The segmentation PNGs hold each object's exact painted pixels (where shapes overlap, the one painted last; the
+box of each object's pixels is its ``<bndbox>``), as VOC2012 ships them for its segmentation images, less the void
+(255) borders VOC draws around objects: ``VOCDetection(with_masks=True)`` reads them.
 
 Image sets: ``train`` and ``val`` are the COCO layout's train and val splits; ``trainval`` is both and ``test`` is
 ``val`` again, so the presets that train on ``trainval`` and evaluate on ``test`` (voc07, voc0712) and the one
@@ -36,18 +43,21 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import numpy as np
+
 from framework.data.datasets.shapes import SHAPES_CLASSES, atomic_dir, check_render_args, render_shapes, split_rng
 from framework.data.datasets.voc import CLASSES_FILE as CLASSES_NAME
+from framework.data.datasets.voc_masks import CLASS_DIR, OBJECT_DIR, SEGMENTATION_SETS, write_index_png
 
 __all__ = ["DIFFICULT_SIDE", "write_shapes_voc"]
 
 DIFFICULT_SIDE = 20  # boxes with a shorter side below this many pixels are marked difficult
 
-_OURS = {"Annotations", "ImageSets", "JPEGImages", CLASSES_NAME}
+_OURS = {"Annotations", "ImageSets", "JPEGImages", OBJECT_DIR, CLASS_DIR, CLASSES_NAME}
 
 
 def _xml(year: str, image_id: str, width: int, height: int, objects: list[dict[str, Any]],
-         database: str = "Synthetic shapes (framework.data.datasets.shapes)") -> str:
+         database: str = "Synthetic shapes (framework.data.datasets.shapes)", segmented: bool = False) -> str:
     """One annotation file, laid out like the official VOC2007 ones (fixed text: deterministic bytes); also what
     framework.data.convert writes, with its own `database`."""
     lines = [
@@ -62,7 +72,7 @@ def _xml(year: str, image_id: str, width: int, height: int, objects: list[dict[s
         f"\t\t<height>{height}</height>",
         "\t\t<depth>3</depth>",
         "\t</size>",
-        "\t<segmented>0</segmented>",
+        f"\t<segmented>{int(segmented)}</segmented>",
     ]
     for o in objects:
         lines += [
@@ -132,6 +142,8 @@ def write_shapes_voc(
     image_size = check_render_args(**render_kwargs)
     if image_size is not None:
         render_kwargs["image_size"] = image_size
+    if render_kwargs.get("max_objects", 0) > 254:
+        raise ValueError("at most 254 objects per image: the segmentation PNGs index them in 8 bits (255 is void)")
 
     year_dir = root / f"VOC{year}"
     if year_dir.exists() and not (year_dir.is_dir() and _looks_like_ours(year_dir)):
@@ -141,26 +153,32 @@ def write_shapes_voc(
         )
     with atomic_dir(year_dir) as tmp:
         ann_dir, img_dir, set_dir = tmp / "Annotations", tmp / "JPEGImages", tmp / "ImageSets" / "Main"
-        for d in (ann_dir, img_dir, set_dir):
+        obj_dir, cls_dir, seg_set_dir = tmp / OBJECT_DIR, tmp / CLASS_DIR, tmp / SEGMENTATION_SETS
+        for d in (ann_dir, img_dir, set_dir, obj_dir, cls_dir, seg_set_dir):
             d.mkdir(parents=True)
         splits: dict[str, list[str]] = {}
         next_id = 1
         for split, count in (("train", num_train), ("val", num_val)):
             ids: list[str] = []
-            for img, anns in render_shapes(count, split_rng(seed, split), **render_kwargs):
+            for img, anns, instances, _ in render_shapes(count, split_rng(seed, split), **render_kwargs):
                 image_id = f"{next_id:06d}"
                 next_id += 1
                 # Same save arguments as the COCO layout: same pixels, same bytes.
                 img.save(img_dir / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0, optimize=False)
                 objects = [_voc_object(a, img.width, img.height) for a in anns]
                 (ann_dir / f"{image_id}.xml").write_text(
-                    _xml(year, image_id, img.width, img.height, objects), encoding="utf-8"
+                    _xml(year, image_id, img.width, img.height, objects, segmented=True), encoding="utf-8"
                 )
+                # object i + 1 is annotation i (XML order); its class index + 1 is its COCO category id
+                write_index_png(obj_dir / f"{image_id}.png", instances)
+                class_of = np.asarray([0] + [int(a["category_id"]) for a in anns], dtype=np.uint8)
+                write_index_png(cls_dir / f"{image_id}.png", class_of[instances])
                 ids.append(image_id)
             splits[split] = ids
         sets = {"train": splits["train"], "val": splits["val"], "trainval": splits["train"] + splits["val"],
                 "test": splits["val"]}
         for name, ids in sets.items():
-            (set_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+            for folder in (set_dir, seg_set_dir):
+                (folder / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         (tmp / CLASSES_NAME).write_text("".join(f"{c}\n" for c in SHAPES_CLASSES), encoding="utf-8")
     return root

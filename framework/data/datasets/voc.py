@@ -25,6 +25,14 @@ ground truth of the VOC evaluator, always includes them with their flag.
 Annotations are parsed once, at construction, into a few flat numpy arrays (not a dict per object): the dataset
 is copied into every loader worker, and flat arrays stay small and are not touched by reference counting.
 
+Masks. ``with_masks=True`` (a mask model's data) keeps only the images that have a ``SegmentationObject/<id>.png``
+(VOC2012's segmentation images: 1464 of train's 5717, 1449 of val's 5823; the count is logged) and adds ``masks``
+to each target: pixel value ``i`` of that PNG is the ``i``-th ``<object>`` of the XML file (0 background, 255 void:
+borders, part of no mask), decoded per sample, never held. Both segmentation PNGs of every kept image are checked
+when the dataset is built (size, indices, and each object's class in ``SegmentationClass/<id>.png`` against its XML
+class, see :mod:`~framework.data.datasets.voc_masks`); a bad one stops the build naming the file and the image id,
+or, under ``on_bad_image="skip"``, leaves the image out (its objects counted in ``box_report["dropped_bad_mask"]``).
+
 Degenerate boxes. An inverted box (``xmax < xmin``) or one with NaN/inf coordinates is dropped, from training and
 evaluation; a box reaching out of the image is cut to it for training (and left out if nothing is left). They are
 counted in ``box_report`` and reported in one warning when the dataset is built; malformed XML (a file cut short,
@@ -34,21 +42,30 @@ a non-numeric coordinate, a missing ``<bndbox>``) raises a ``DatasetError`` nami
 from __future__ import annotations
 
 import difflib
+import logging
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, clip_boxes,
-                                          coco_index, concat, images_with_boxes, offsets_of)
+from framework.data.datasets.bad_masks import MaskProblems
+from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, check_class_names,
+                                          clip_boxes, coco_index, concat, detection_sample, images_with_boxes,
+                                          offsets_of, usable_boxes)
 from framework.data.datasets.box_report import CLIPPED, EMPTY, NONFINITE, OK, check_boxes, report_boxes
-from framework.data.errors import DatasetNotFoundError
 from framework.data.datasets.roots import missing_path_error
-from framework.data.errors import DatasetError
+from framework.data.datasets.segmentation import encode_mask
+from framework.data.datasets.voc_masks import (CLASS_DIR, OBJECT_DIR, check_segmentation_pngs, object_masks,
+                                               read_index_png)
+from framework.data.errors import BadImageError, DatasetError, DatasetNotFoundError
+from framework.data.scan import default_workers
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "read_classes_file"]
+
+logger = logging.getLogger("framework")
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -253,6 +270,9 @@ class VOCDetection(DetectionDatasetBase):
             (custom VOC-format datasets, e.g. the shapes VOC layout), else the 20 VOC classes.
         filter_empty: leave out images with no training box (after ``keep_difficult``).
         keep_difficult: keep objects marked difficult in the training targets (flagged in ``difficult``).
+        with_masks: only the images with segmentation PNGs, each target with ``masks`` (see the module docstring).
+        on_bad_image: ``dataset.on_bad_image``; with masks, ``"skip"`` leaves out images whose segmentation PNGs
+            are bad instead of stopping.
 
     ``image_id`` is the image's 1-based position in the concatenated image-set lists, stable under
     ``filter_empty``; ``ids[index]`` is the VOC string id (``"000005"``, ``"2008_000002"``).
@@ -267,6 +287,8 @@ class VOCDetection(DetectionDatasetBase):
         classes: Sequence[str] | None = None,
         filter_empty: bool = False,
         keep_difficult: bool = False,
+        with_masks: bool = False,
+        on_bad_image: str = "error",
     ) -> None:
         self.root = self._image_root = Path(root).expanduser()
         years = [years] if isinstance(years, (str, int)) else list(years)
@@ -276,6 +298,7 @@ class VOCDetection(DetectionDatasetBase):
         self.image_set = image_set
         self.transforms = transforms
         self.keep_difficult = keep_difficult
+        self.with_masks = with_masks
         set_files = self._set_files()
         self._set_classes(self._resolve_classes(classes))
         class_to_label = {name: i for i, name in enumerate(self.classes)}
@@ -317,9 +340,11 @@ class VOCDetection(DetectionDatasetBase):
         good = (codes != NONFINITE) & (codes != EMPTY)
         difficult = concat([p.difficult for p in parts], (0,), bool)
         keep = np.ones(n, dtype=bool)
+        if with_masks:
+            keep = self._segmented(ids, year_of, all_sizes, parts, on_bad_image)
         if filter_empty:
             usable = ((codes == OK) | (codes == CLIPPED)) & (keep_difficult | ~difficult)
-            keep = images_with_boxes(img_of[usable], n)
+            keep &= images_with_boxes(img_of[usable], n)
         idx = np.flatnonzero(keep)
         rows = good & keep[img_of]
 
@@ -332,6 +357,7 @@ class VOCDetection(DetectionDatasetBase):
         self._labels = concat([p.labels for p in parts], (0,), np.int64)[rows]
         self._difficult = difficult[rows]
         self._truncated = concat([p.truncated for p in parts], (0,), bool)[rows]
+        self._xml_index = obj_of[rows].astype(np.int32)  # 1-based position in the XML file: the PNG's index
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -373,6 +399,50 @@ class VOCDetection(DetectionDatasetBase):
                              "files equal, or pass classes=[…] explicitly.")
         return next(iter(found.values()))
 
+    def _segmentation_png(self, year: str, voc_id: str, folder: str = OBJECT_DIR) -> Path:
+        return self.root / f"VOC{year}" / folder / f"{voc_id}.png"
+
+    def _segmented(self, ids: list[str], year_of: list[int], sizes: np.ndarray, parts: list[_Parsed],
+                   on_bad_image: str) -> np.ndarray:
+        """Which images to keep with masks (bool (n,)): those with an object PNG, their PNGs checked (a thread pool:
+        PNG decoding releases the GIL). Bad ones stop the build, or are left out under `on_bad_image="skip"`."""
+        years = [self.years[y] for y in year_of]
+        has = np.asarray([self._segmentation_png(y, i).is_file() for y, i in zip(years, ids)], dtype=bool)
+        where = f"{self.root} ({self.image_set} of VOC{'+'.join(self.years)})"
+        if not has.any():
+            raise DatasetError(
+                f"{where}: with_masks=True needs {OBJECT_DIR}/<id>.png files, and none of the {len(ids)} images has "
+                f"one (looked in {', '.join(str(self.root / f'VOC{y}' / OBJECT_DIR) for y in self.years)}). VOC2012 "
+                "has them for its segmentation images (image_set=train or val of years=['2012']); or train a box "
+                "model on this data.")
+        logger.info(f"{where}: {int(has.sum())} of {len(ids)} images have {OBJECT_DIR} PNGs; with masks, only those "
+                    "are used")
+
+        def check(i: int) -> str | None:
+            y, voc_id = years[i], ids[i]
+            return check_segmentation_pngs(self._segmentation_png(y, voc_id),
+                                           self._segmentation_png(y, voc_id, CLASS_DIR), parts[i].labels,
+                                           tuple(int(v) for v in sizes[i]), f"image {voc_id}")
+
+        todo = np.flatnonzero(has).tolist()
+        with ThreadPoolExecutor(max(1, min(default_workers(), len(todo)))) as pool:
+            found = list(pool.map(check, todo))
+        problems = MaskProblems(where, on_bad_image)
+        for i, problem in zip(todo, found):
+            if problem is not None:
+                problems.add(problem, dropped=len(parts[i].labels))
+                has[i] = False
+        self.box_report = problems.finish(getattr(self, "box_report", {}))
+        return has
+
+    def _object_png(self, row: int) -> np.ndarray:
+        """The object PNG of `row`, decoded (a file changed since the build is reported as a bad file)."""
+        path = self._segmentation_png(self.years[self._year_of[row]], self._voc_ids[row])
+        try:
+            return read_index_png(path, f"image {self._voc_ids[row]}")
+        except DatasetError as e:
+            raise BadImageError(path, str(e)) from None
+
     # ------------------------------------------------------------------ metadata
 
     @property
@@ -407,12 +477,29 @@ class VOCDetection(DetectionDatasetBase):
         are asked for on VOC data; the VOC metrics use :meth:`get_annotation`.
         """
         images, anns = [], []
+        segms = self._coco_segmentations() if self.with_masks else None
         for row in range(len(self)):
             images.append(self._info(row))
             s = self._objects(row)
-            anns += box_annotations(images[-1]["id"], self._boxes[s].tolist(), self._labels[s].tolist(),
-                                    len(anns) + 1, iscrowd=self._difficult[s].tolist())
+            new = box_annotations(images[-1]["id"], self._boxes[s].tolist(), self._labels[s].tolist(),
+                                  len(anns) + 1, iscrowd=self._difficult[s].tolist())
+            if segms is not None:
+                for ann, (rle, area) in zip(new, segms[row]):
+                    # the mask's pixel count is the area, as in COCO; an object without pixels in the PNG (void,
+                    # or not segmented) cannot be matched by a mask: ignored, like a difficult one
+                    ann.update(segmentation=rle, area=float(area), iscrowd=int(ann["iscrowd"] or area == 0))
+            anns += new
         return coco_index({"images": images, "annotations": anns, "categories": self._categories(lambda _: "voc")})
+
+    def _coco_segmentations(self) -> list[list[tuple[dict[str, Any], int]]]:
+        """Per row, each object's mask as compressed RLE and its pixel count, from the object PNGs (read now, on
+        the first use of `coco`, in a thread pool; nothing is kept but the RLEs of the index)."""
+        def one(row: int) -> list[tuple[dict[str, Any], int]]:
+            masks = object_masks(self._object_png(row), self._xml_index[self._objects(row)])
+            return [(encode_mask(m), int(m.sum())) for m in masks]
+
+        with ThreadPoolExecutor(max(1, min(default_workers(), len(self)))) as pool:
+            return list(pool.map(one, range(len(self))))
 
     # ------------------------------------------------------------------ samples
 
@@ -423,6 +510,27 @@ class VOCDetection(DetectionDatasetBase):
         s = self._objects(row)
         keep = slice(None) if self.keep_difficult else ~self._difficult[s]
         return clip_boxes(self._boxes[s][keep], self._labels[s][keep], height, width)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not self.with_masks:
+            return super().__getitem__(index)
+        row = self._row(index)
+        data = self._load_image(row)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = self._objects(row)
+        rows = np.arange(s.start, s.stop)
+        if not self.keep_difficult:
+            rows = rows[~self._difficult[s]]
+        boxes, keep = usable_boxes(self._boxes[rows], h, w)
+        rows = rows[keep]
+        objects = self._object_png(row)
+        if objects.shape != (h, w):
+            path = self._segmentation_png(self.years[self._year_of[row]], self._voc_ids[row])
+            raise BadImageError(path, f"it is {objects.shape[1]}x{objects.shape[0]} but its image (id "
+                                      f"{self._voc_ids[row]}) decodes to {w}x{h}; they must match")
+        masks = object_masks(objects, self._xml_index[rows])
+        return detection_sample(data, boxes[keep], self._labels[rows], int(self._image_ids[row]), self.transforms,
+                                masks=masks)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"root": str(self.root), "years": self.years, "image_set": self.image_set, **super()._repr_fields()}

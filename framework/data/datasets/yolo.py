@@ -14,6 +14,11 @@ A label row is ``class cx cy w h`` normalized to [0, 1] by the image's width and
 as one flat float32 array of points with offsets (:meth:`YOLODataset.polygons`), for masks. An empty or missing label
 file is a background image; missing ones are counted and reported once.
 
+Masks (ultralytics' ``-seg`` datasets). ``with_masks=True`` adds ``masks`` to each target, each object's polygon
+drawn per sample through ``pycocotools.mask`` at the decoded image's size. A mask model needs a polygon for every
+object: a box row then stops the build naming the file and line, or, under ``on_bad_image="skip"``, is left out
+(counted in ``box_report["dropped_bad_mask"]``).
+
 Why the image headers are read when the dataset is built: boxes are normalized, and the framework's are absolute
 pixels (as are the evaluator's ground truth and the aspect-ratio grouping). PIL reads only the header (no decoding),
 in a thread pool, so a large set costs seconds. An image whose header cannot be read is kept, without boxes, so that
@@ -40,8 +45,11 @@ import numpy as np
 import yaml
 from pycocotools.coco import COCO
 
-from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, coco_index,
-                                          images_with_boxes, offsets_of)
+from pycocotools import mask as mask_utils
+
+from framework.data.datasets.bad_masks import MaskProblems
+from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, check_class_names,
+                                          coco_index, detection_sample, images_with_boxes, offsets_of, usable_boxes)
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
 from framework.data.datasets.coco_tables import pack_strings, unpack_string
 from framework.data.datasets.roots import check_exists, missing_path_error
@@ -285,6 +293,8 @@ class YOLODataset(DetectionDatasetBase):
         filter_empty: leave out images without any usable box (background images stay by default, as in
             ultralytics: they teach the detector what is not an object).
         classes: class names to use instead of the data.yaml's ``names`` (index = class id in the label files).
+        with_masks: add each object's polygon as ``masks`` (see the module docstring).
+        on_bad_image: ``dataset.on_bad_image``; with masks, ``"skip"`` leaves box rows out instead of stopping.
 
     ``image_id`` is the image's 1-based position in the split's sorted image list, stable under ``filter_empty``.
     Class ids are the labels (``0..K-1``); the COCO view (:attr:`coco`) numbers categories ``1..K``.
@@ -297,8 +307,11 @@ class YOLODataset(DetectionDatasetBase):
         transforms: Callable | None = None,
         filter_empty: bool = False,
         classes: Sequence[str] | None = None,
+        with_masks: bool = False,
+        on_bad_image: str = "error",
     ) -> None:
         spec = read_data_yaml(data)
+        self.with_masks = with_masks
         self.data: Path = spec.file
         self.root: Path = spec.root
         self._image_root = spec.root
@@ -340,6 +353,13 @@ class YOLODataset(DetectionDatasetBase):
         good = np.zeros(len(labels), dtype=bool)
         good[np.flatnonzero(readable)[(codes == OK) | (codes == CLIPPED)]] = True
         boxes[readable] = clipped
+        if with_masks:  # every object needs a polygon
+            problems = MaskProblems(f"{spec.file} ({split})", on_bad_image)
+            for i in np.flatnonzero(good & (npts == 0)):
+                problems.add(f"{_label_file(images[img_of[i]])}, line {lines[i]}: a box row (class cx cy w h) has no "
+                             "polygon, which a mask model needs (class x1 y1 x2 y2 x3 y3 …)")
+                good[i] = False
+            self.box_report = problems.finish(self.box_report)
 
         keep = images_with_boxes(img_of[good], n) if filter_empty else np.ones(n, dtype=bool)
         idx = np.flatnonzero(keep)
@@ -394,6 +414,22 @@ class YOLODataset(DetectionDatasetBase):
         i = self._row(index)
         o = self._poly_offsets[self._offsets[i]:self._offsets[i + 1] + 1]
         return [self._points[a:b].copy() for a, b in zip(o[:-1], o[1:])]
+
+    def __getitem__(self, index: int) -> Sample:
+        if not self.with_masks:
+            return super().__getitem__(index)
+        row = self._row(index)
+        data = self._load_image(row)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        s = self._objects(row)
+        boxes, keep = usable_boxes(self._boxes[s], h, w)
+        polygons = [p for p, k in zip(self.polygons(index), keep) if k]
+        # polygons are in the pixels of the header's size; the decoded image has that size (the scan checks it)
+        masks = np.zeros((len(polygons), h, w), dtype=np.uint8)
+        for m, poly in zip(masks, polygons):
+            m[:] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([poly.reshape(-1).tolist()], h, w)))
+        return detection_sample(data, boxes[keep], self._labels[s][keep], int(self._image_ids[row]),
+                                self.transforms, masks=masks)
 
     def _build_coco(self) -> COCO:
         """The labels as the COCO evaluator's ground truth: category ids ``1..K`` (``label_to_cat_id``), image ids
