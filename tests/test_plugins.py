@@ -45,7 +45,7 @@ def fit(cfg: Any) -> Any:
 
 
 def evaluation_of(trainer: Any) -> tuple[dict[str, float], Any]:
-    """The metrics of the evaluation after the last epoch (the COCO evaluator: `bbox_mAP`, `bbox_mAP_50`, …), and
+    """The metrics of the evaluation after the last epoch (the COCO evaluator: `bbox/mAP`, `bbox/mAP_50`, …), and
     the evaluator that computed them."""
     from framework.engine.callbacks import EvalSchedule
 
@@ -254,8 +254,8 @@ def test_a_plugin_head_and_dataset_train_evaluate_and_export(tmp_path):
 
     metrics, evaluator = evaluation_of(trainer)
     assert isinstance(evaluator, Evaluator)
-    assert set(metrics) >= {"bbox_mAP", "bbox_mAP_50"} and 0.0 <= metrics["bbox_mAP"] <= 1.0
-    assert metrics["bbox_mAP_50"] > 0.25, metrics  # it learnt: 0.48-0.79 at seeds 0-2, ~0 untrained
+    assert set(metrics) >= {"bbox/mAP", "bbox/mAP_50"} and 0.0 <= metrics["bbox/mAP"] <= 1.0
+    assert metrics["bbox/mAP_50"] > 0.25, metrics  # it learnt: 0.48-0.79 at seeds 0-2, ~0 untrained
 
     path = export_onnx(model, tmp_path / "plugin.onnx", (64, 64), nms=True, dynamic=False)
     val = Rectangles(num_images=4, seed=1)

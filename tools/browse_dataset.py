@@ -9,11 +9,16 @@ colours pushed too far) seldom raises an error; it only makes the model worse. T
 config with the same overrides as tools/train.py, puts the pipeline in the state of `epoch` (close-mosaic, GridMask
 ramp) and writes one grid PNG of `num` random samples, boxes and class names drawn, Normalize undone. `split=val`
 shows the evaluation pipeline. Each sample's boxes and source images (for Mosaic/MixUp) are listed on stdout.
+
+Instance masks are drawn (translucent, outlined, in the class colour) when the samples have them: when the model
+trains on masks (`model=mask_rcnn_r50_fpn`, as tools/train.py builds its data), or on request for any model
+(`+dataset.train.with_masks=true`, `+dataset.val.with_masks=true` with `split=val`).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +51,7 @@ def main(cfg: DictConfig) -> None:
     if hasattr(pipeline, "set_epoch"):
         pipeline.set_epoch(cfg.epoch, cfg.trainer.max_epochs)
         print(f"pipeline state at epoch {cfg.epoch}/{cfg.trainer.max_epochs}: {pipeline.epoch_summary()}")
-    ds = PipelineDataset(instantiate(cfg.dataset[cfg.split]), pipeline)
+    ds = PipelineDataset(raw_dataset(cfg), pipeline)
     if len(ds) == 0:
         raise ConfigError(f"The {cfg.split} split of dataset '{cfg.dataset.name}' ({cfg.dataset.root}) has no images.")
     norm, classes = find_normalize(pipeline), list(ds.classes)
@@ -57,7 +62,8 @@ def main(cfg: DictConfig) -> None:
         image, target = ds[i]
         tiles.append(draw(to_uint8(image, norm), target, classes))
         ids = target.get("source_ids", [target.get("image_id")])
-        print(f"[{n}] index {i}: {len(target['labels'])} box(es), {image.shape[-1]}x{image.shape[-2]}, "
+        masks = f"{len(target['masks'])} mask(s), " if "masks" in target else ""
+        print(f"[{n}] index {i}: {len(target['labels'])} box(es), {masks}{image.shape[-1]}x{image.shape[-2]}, "
               f"{'mixed from images' if 'source_ids' in target else 'image'} {list(ids) if len(ids) > 1 else ids[0]}")
     h, w = max(t.shape[-2] for t in tiles), max(t.shape[-1] for t in tiles)
     tiles = [F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in tiles]
@@ -67,6 +73,14 @@ def main(cfg: DictConfig) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(grid, str(out))
     print(f"Wrote {out} ({math.ceil(cfg.num / cols)}x{min(cols, cfg.num)} tiles of {w}x{h} px)")
+
+
+def raw_dataset(cfg: DictConfig) -> Any:
+    """The split without transforms, with instance masks when the model trains on them (as tools/train.py builds
+    it); `+dataset.<split>.with_masks=true` asks for them with any model."""
+    from framework.engine.build import build_dataset
+
+    return build_dataset(cfg.dataset[cfg.split], cfg.split, cfg.model, cfg.dataset.on_bad_image)
 
 
 if __name__ == "__main__":

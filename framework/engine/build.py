@@ -55,7 +55,7 @@ def build_evaluation(cfg: DictConfig, training: bool = False) -> tuple[nn.Module
     seed_everything(cfg.seed, cfg.deterministic)  # the same initial weights on every rank
     t, data = cfg.trainer, cfg.dataset
     device = resolve_device(t.device, info.local_rank)
-    val_set = screen_dataset(_dataset(data.val, "val", cfg.model, data.on_bad_image,
+    val_set = screen_dataset(build_dataset(data.val, "val", cfg.model, data.on_bad_image,
                                       transforms=instantiate(cfg.pipeline.val)), "val",
                              substitute=True, **_bad_image_policy(cfg))
     given = data.num_classes
@@ -101,7 +101,8 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     model, evaluation = build_evaluation(cfg, training=True)
     info, t, data = distributed.current(), cfg.trainer, cfg.dataset
     batch_size = per_rank_batch_size(data.batch_size, info.world_size)
-    train_raw = screen_dataset(_dataset(data.train, "train", cfg.model, data.on_bad_image), "train", **_bad_image_policy(cfg))
+    train_raw = screen_dataset(build_dataset(data.train, "train", cfg.model, data.on_bad_image), "train",
+                               **_bad_image_policy(cfg))
     val_set = evaluation.loader.dataset
     if list(train_raw.classes) != list(val_set.classes):
         raise ConfigError(
@@ -221,7 +222,7 @@ def model_needs_masks(model: DictConfig) -> bool:
     return bool(getattr(cls, "needs_masks", False))
 
 
-def _dataset(node: DictConfig, split: str, model: DictConfig, on_bad_image: str, **kwargs: Any) -> Any:
+def build_dataset(node: DictConfig, split: str, model: DictConfig, on_bad_image: str = "error", **kwargs: Any) -> Any:
     """One split of `dataset.*`, with `with_masks=True` when the model trains on masks. A dataset with masks also
     gets `dataset.on_bad_image`: under `skip` it drops bad mask annotations (counted like bad boxes) rather than
     stopping the build."""

@@ -66,6 +66,31 @@ def warp(image: Tensor, inverse: Tensor, out_h: int, out_w: int, mode: str, fill
     return out.round_().clamp_(0, torch.iinfo(image.dtype).max).to(image.dtype)
 
 
+def warp_masks(masks: Tensor, inverse: Tensor, out_h: int, out_w: int, rows: Tensor | None = None) -> Tensor:
+    """Nearest-neighbour warp of the instance masks `rows` (all when None) of (N, H, W) masks, any dtype, to
+    (len(rows), out_h, out_w) in the same dtype.
+
+    Each output pixel takes the input pixel that contains `inverse @ (its centre)`, the pixel-centre rule the image
+    warp and the boxes follow, so a mask stays on its box. Written as one gather per mask with shared indices rather
+    than `grid_sample`, and without first copying out the kept rows: a mosaic of 400 instances on a 1280² canvas
+    is 655 MB as uint8 (2.6 GB as float), and the output is the only other N-sized allocation."""
+    n, h, w = masks.shape
+    a = inverse[:2].double()
+    xs = torch.arange(out_w, dtype=torch.float64) + 0.5
+    ys = torch.arange(out_h, dtype=torch.float64)[:, None] + 0.5
+    sx = (a[0, 0] * xs + (a[0, 1] * ys + a[0, 2])).floor_()
+    sy = (a[1, 0] * xs + (a[1, 1] * ys + a[1, 2])).floor_()
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    index = torch.where(inside, sy * w + sx, torch.zeros((), dtype=torch.float64)).long().reshape(-1)
+    flat = masks.reshape(n, h * w)
+    rows_list = list(range(n)) if rows is None else rows.tolist()
+    out = masks.new_empty((len(rows_list), out_h * out_w))
+    for j, r in enumerate(rows_list):
+        torch.index_select(flat[r], 0, index, out=out[j])
+    out = out.view(len(rows_list), out_h, out_w)
+    return out.mul_(inside.to(masks.dtype)) if masks.dtype != torch.bool else out.logical_and_(inside)
+
+
 class RandomAffine(torch.nn.Module):
     """Rotate, scale, shear and translate to `output_size`, keeping the boxes that are still there.
 
@@ -142,9 +167,7 @@ class RandomAffine(torch.nn.Module):
         keep = keep_boxes(before, clipped, self.min_size, self.min_area_ratio, self.max_aspect_ratio)
         masks = None
         if "masks" in target:
-            m_in = target["masks"][keep].as_subclass(Tensor)
-            masks = warp(m_in, inverse, out_h, out_w, "nearest", 0.0) if len(m_in) else \
-                m_in.new_zeros((0, out_h, out_w))
+            masks = warp_masks(target["masks"].as_subclass(Tensor), inverse, out_h, out_w, keep.nonzero()[:, 0])
         new_target = make_target(target, clipped[keep], target["labels"][keep], (out_h, out_w), masks)
         return tv_tensors.Image(out), new_target
 

@@ -63,3 +63,17 @@ def make_target(source: dict[str, Any], boxes: Tensor, labels: Tensor, canvas: t
 
 def source_ids(target: dict[str, Any]) -> list[Any]:
     return list(target.get("source_ids", [target.get("image_id")]))
+
+
+def mask_presence(samples: list[tuple[Any, dict[str, Any]]], name: str) -> bool:
+    """Whether the samples a multi-image transform combines carry instance masks: all of them or none.
+
+    Samples of one dataset agree; a mix (a partner from another source) would silently lose the masks, so it stops
+    with the reason instead."""
+    present = ["masks" in target for _, target in samples]
+    if any(present) and not all(present):
+        ids = [target.get("image_id") for _, target in samples]
+        raise ValueError(f"{name}: some of the samples it combines carry instance masks and some do not "
+                         f"(image ids {ids}, masks {present}); build every dataset it draws from with the same "
+                         "`with_masks`.")
+    return all(present) and bool(present)

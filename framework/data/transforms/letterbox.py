@@ -48,6 +48,9 @@ class Letterbox(v2.Transform):
         if not isinstance(inpt, (tv_tensors.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, torch.Tensor)) or \
                 type(inpt) is torch.Tensor:
             return inpt  # labels and other plain entries
+        if isinstance(inpt, tv_tensors.Mask):  # pixel-centre sampling: the mask stays within half a pixel of its box
+            return F.pad(F.resize(inpt, params["resized"], interpolation=v2.InterpolationMode.NEAREST_EXACT),
+                         params["padding"], fill=0)
         out = F.resize(inpt, params["resized"])
         if isinstance(inpt, tv_tensors.Image):
             fill = [float(f) for f in (self.fill if isinstance(self.fill, Sequence) else [self.fill])]

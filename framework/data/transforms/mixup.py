@@ -12,9 +12,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from framework.data.transforms.boxes import clip_boxes, fill_value, keep_boxes, make_target, source_ids
+from framework.data.transforms.boxes import clip_boxes, fill_value, keep_boxes, make_target, mask_presence, source_ids
 from framework.data.transforms.pipeline import MixTransform, Sample
 
 
@@ -70,11 +71,14 @@ class MixUp(MixTransform):
         boxes = torch.cat([target["boxes"].as_subclass(Tensor).reshape(-1, 4), clipped[keep]])
         labels = torch.cat([target["labels"], other_target["labels"][keep]])
         masks = None
-        if "masks" in target and "masks" in other_target:
-            om = F.resize(other_target["masks"], [nh, nw])[keep].as_subclass(Tensor)
-            placed = om.new_zeros((om.shape[0], h, w))
-            placed[:, y0:y1, x0:x1] = om[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-            masks = torch.cat([target["masks"].as_subclass(Tensor), placed])
+        if mask_presence([sample, partners[0]], "MixUp"):  # the kept partner masks, resized as the partner was
+            om = other_target["masks"].as_subclass(Tensor)[keep]
+            own = target["masks"].as_subclass(Tensor)
+            masks = own.new_zeros((len(own) + len(om), h, w))
+            masks[:len(own)] = own
+            if len(om):
+                om = F.resize(tv_tensors.Mask(om), [nh, nw], interpolation=v2.InterpolationMode.NEAREST_EXACT)
+                masks[len(own):, y0:y1, x0:x1] = om[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         out = make_target(target, boxes, labels, (h, w), masks, source_ids(target) + source_ids(other_target))
         return tv_tensors.Image(mixed.to(image.dtype)), out
 

@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from framework.data.transforms.boxes import clip_boxes, fill_value, keep_boxes, make_target, source_ids
+from framework.data.transforms.boxes import clip_boxes, fill_value, keep_boxes, make_target, mask_presence, source_ids
 from framework.data.transforms.pipeline import MixTransform, Sample
 
 
@@ -74,19 +75,21 @@ class Mosaic(MixTransform):
         h, w = int(image.shape[-2]), int(image.shape[-1])
         if max(h, w) <= self.size:
             return sample
-        scale = self.size / max(h, w)
-        return F.resize(image, size=None, max_size=self.size), dict(target) | {
-            k: F.resize(target[k], [max(1, round(h * scale)), max(1, round(w * scale))])
-            for k in ("boxes", "masks") if k in target}
+        image = F.resize(image, size=None, max_size=self.size)
+        size = [int(image.shape[-2]), int(image.shape[-1])]  # boxes and masks at the image's own (truncated) size
+        fitted = dict(target, boxes=F.resize(target["boxes"], size))
+        if "masks" in target:
+            fitted["masks"] = F.resize(target["masks"], size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return image, fitted
 
     def __call__(self, sample: Sample, partners: list[Sample]) -> Sample:
         samples = [self._fit(s) for s in (sample, *partners)]
+        with_masks = mask_presence(samples, "Mosaic")
         image = samples[0][0]
         canvas_side = 2 * self.size
         shapes = [(int(img.shape[-2]), int(img.shape[-1])) for img, _ in samples]
         canvas = fill_value(self.fill, image).expand(image.shape[-3], canvas_side, canvas_side).clone()
-        with_masks = all("masks" in t for _, t in samples)
-        boxes, labels, masks = [], [], []
+        boxes, labels, kept, windows = [], [], [], []
         for (img, target), (h, w), (ox, oy) in zip(samples, shapes, self._offsets(shapes)):
             x0, y0 = max(ox, 0), max(oy, 0)
             x1, y1 = min(ox + w, canvas_side), min(oy + h, canvas_side)
@@ -97,15 +100,22 @@ class Mosaic(MixTransform):
             keep = keep_boxes(shifted, clipped, self.min_size, self.min_area_ratio, self.max_aspect_ratio)
             boxes.append(clipped[keep])
             labels.append(target["labels"][keep])
-            if with_masks:
-                m = target["masks"][keep].as_subclass(Tensor)
-                placed = m.new_zeros((m.shape[0], canvas_side, canvas_side))
-                if x1 > x0 and y1 > y0:
-                    placed[:, y0:y1, x0:x1] = m[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-                masks.append(placed)
+            kept.append(keep)
+            windows.append((ox, oy, x0, y0, x1, y1))
+        masks = None
+        if with_masks:  # one canvas-sized allocation for all tiles' kept instances, filled tile by tile
+            count = sum(int(k.sum()) for k in kept)
+            masks = samples[0][1]["masks"].as_subclass(Tensor).new_zeros((count, canvas_side, canvas_side))
+            start = 0
+            for (_, target), keep, (ox, oy, x0, y0, x1, y1) in zip(samples, kept, windows):
+                n = int(keep.sum())
+                if n and x1 > x0 and y1 > y0:
+                    m = target["masks"].as_subclass(Tensor)[keep]
+                    masks[start:start + n, y0:y1, x0:x1] = m[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+                start += n
         ids: list[Any] = [i for _, t in samples for i in source_ids(t)]
-        target = make_target(samples[0][1], torch.cat(boxes), torch.cat(labels), (canvas_side, canvas_side),
-                             torch.cat(masks) if with_masks else None, ids)
+        target = make_target(samples[0][1], torch.cat(boxes), torch.cat(labels), (canvas_side, canvas_side), masks,
+                             ids)
         return tv_tensors.Image(canvas), target
 
     def __repr__(self) -> str:
