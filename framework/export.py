@@ -15,6 +15,14 @@ most serving stacks expect): `boxes [B, K, 4]` (XYXY, pixels of the resized inpu
 zero. With `nms=False` the graph stops before the candidate selection: `boxes [B, N, 4]` (every prior decoded and
 clipped) and `scores [B, N, C]` (per-class probabilities), for a user's own NMS.
 
+A mask head with prototype masks (YOLO-seg: `ExportableHead.dense_mask_predictions`) adds two outputs:
+`mask_coefficients` (`[B, K, M]` per detection, zero in padding; `[B, N, M]` per prior without NMS) and
+`prototypes` `[B, M, H / s, W / s]` (s = 4 for YOLO-seg). A detection's mask is sigmoid(coefficients ·
+prototypes), upsampled s× to the padded input, the padding cut off, resized to the original image, cropped to its
+box and thresholded at 0.5: the head's `paste_masks` does that (in one bilinear step; the check uses it), and it is
+a few lines in any runtime. Pasting masks is left out of the graph: its output size would be per detection and
+per original image.
+
 Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript). The legacy TorchScript exporter is
 deprecated in this torch and traces image sizes as tensors, so the prior grids and the per-level top-k (sizes that
 follow the input) would need a second, tensor-valued implementation; torch.export keeps sizes symbolic integers,
@@ -84,10 +92,11 @@ def clip_to_images(boxes: Tensor, image_sizes: Tensor) -> Tensor:
     return torch.minimum(boxes.clamp(min=0), upper)
 
 
-def select_detections(boxes: Tensor, scores: Tensor, level_sizes: Sequence[Any], post: Postprocessor
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def select_detections(boxes: Tensor, scores: Tensor, level_sizes: Sequence[Any], post: Postprocessor,
+                      with_priors: bool = False) -> tuple[Tensor, ...]:
     """`Postprocessor` with fixed-shape outputs: per level top-`nms_pre`, score threshold, class-aware NMS over the
-    whole batch (group = image × class), then the best `max_per_img` of each image, padded.
+    whole batch (group = image × class), then the best `max_per_img` of each image, padded. `with_priors` adds a
+    fifth output, the prior index `[B, K]` of each detection (0 in padding), to gather other per-prior outputs.
 
     The same steps as `topk_per_level` + `Postprocessor`, written without Python decisions on tensor values: the
     per-level k is `sym_min(nms_pre, n)` (symbolic when the size is), candidates below the threshold are dropped
@@ -127,21 +136,28 @@ def select_detections(boxes: Tensor, scores: Tensor, level_sizes: Sequence[Any],
     out_boxes = torch.cat([cand_boxes, cand_boxes.new_zeros(batch, k_out, 4)], 1).gather(
         1, order[..., None].expand(-1, -1, 4))
     out_labels = torch.cat([labels, labels.new_zeros(batch, k_out)], 1).gather(1, order)
-    return (torch.where(is_det[..., None], out_boxes, torch.zeros_like(out_boxes)),
-            torch.where(is_det, ranked, torch.zeros_like(ranked)),
-            torch.where(is_det, out_labels, torch.full_like(out_labels, -1)),
-            is_det.sum(1))
+    out = (torch.where(is_det[..., None], out_boxes, torch.zeros_like(out_boxes)),
+           torch.where(is_det, ranked, torch.zeros_like(ranked)),
+           torch.where(is_det, out_labels, torch.full_like(out_labels, -1)),
+           is_det.sum(1))
+    if not with_priors:
+        return out
+    priors = torch.cat([idx // num_classes, idx.new_zeros(batch, k_out)], 1).gather(1, order)
+    return (*out, torch.where(is_det, priors, torch.zeros_like(priors)))
 
 
 class ExportWrapper(nn.Module):
     """The graph that gets exported: `(images, image_sizes)` → fixed-shape detections (`nms=True`) or dense
-    decoded boxes and scores (`nms=False`); see the module docstring for shapes. Runs eagerly too, which is how
-    its post-processing is checked against the model's own `predict`."""
+    decoded boxes and scores (`nms=False`), plus mask coefficients and prototypes for a head that has
+    `dense_mask_predictions`; see the module docstring for shapes. Runs eagerly too, which is how its
+    post-processing is checked against the model's own `predict`."""
 
     def __init__(self, model: nn.Module, nms: bool = True) -> None:
         super().__init__()
         self.model, self.nms = model, nms
-        post = _exportable_head(model).postprocess
+        head = _exportable_head(model)
+        self.masks = callable(getattr(head, "dense_mask_predictions", None))
+        post = head.postprocess
         if nms and post.nms_type != "nms":
             raise ExportError(f"model.head.nms_type={post.nms_type} has no ONNX operator (only plain NMS has: ONNX "
                               "NonMaxSuppression). Export with nms=false and run it yourself, or override "
@@ -149,14 +165,30 @@ class ExportWrapper(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return ["boxes", "scores", "labels", "num_detections"] if self.nms else ["boxes", "scores"]
+        names = ["boxes", "scores", "labels", "num_detections"] if self.nms else ["boxes", "scores"]
+        return names + ["mask_coefficients", "prototypes"] if self.masks else names
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
+        if self.masks:
+            return self._with_masks(images, image_sizes)
         boxes, scores, level_sizes = self.model.head.dense_predictions(self.model.extract_features(images))
         boxes = clip_to_images(boxes, image_sizes)
         if not self.nms:
             return boxes, scores.float()
         return select_detections(boxes, scores.float(), level_sizes, self.model.head.postprocess)
+
+    def _with_masks(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
+        """The detections (or dense outputs) of `forward`, then each one's mask coefficients and the prototypes."""
+        boxes, scores, level_sizes, coefs, protos = self.model.head.dense_mask_predictions(
+            self.model.extract_features(images))
+        boxes, coefs, protos = clip_to_images(boxes, image_sizes), coefs.float(), protos.float()
+        if not self.nms:
+            return boxes, scores.float(), coefs, protos
+        *dets, priors = select_detections(boxes, scores.float(), level_sizes, self.model.head.postprocess,
+                                          with_priors=True)
+        kept = coefs.gather(1, priors[..., None].expand(-1, -1, coefs.shape[-1]))
+        is_det = dets[2] >= 0
+        return (*dets, torch.where(is_det[..., None], kept, torch.zeros_like(kept)), protos)
 
 
 # --- export --------------------------------------------------------------------------------------------------
@@ -261,7 +293,11 @@ def export_onnx(detector_or_model: Any, path: str | Path, input_size: Sequence[i
     proto = program.model_proto
     if not nms and dynamic:  # the prior count is a long expression of height and width; give it a name
         for output in proto.graph.output:
-            output.type.tensor_type.shape.dim[1].dim_param = "num_priors"
+            if output.name in ("boxes", "scores", "mask_coefficients"):
+                output.type.tensor_type.shape.dim[1].dim_param = "num_priors"
+    if dynamic and wrapper.masks:  # and the prototypes' size, a fraction of the input's
+        dims = next(o for o in proto.graph.output if o.name == "prototypes").type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "prototype_height", "prototype_width"
     classes = getattr(detector_or_model, "classes", None)
     props = {"framework.outputs": ",".join(wrapper.output_names), "framework.nms": str(nms).lower(),
              "framework.dynamic": str(dynamic).lower(), "framework.input_size": json.dumps([h, w]),
@@ -300,7 +336,9 @@ def describe_onnx(path: str | Path) -> str:
 @dataclass
 class VerifyReport:
     """onnxruntime vs PyTorch on the same inputs. `outputs` is "detections" (nms=True: matched detections) or
-    "dense" (nms=False: every prior's box and class scores)."""
+    "dense" (nms=False: every prior's box and class scores). For a mask head, the masks rebuilt from the ONNX
+    outputs (the head's `paste_masks`) against PyTorch's (`mask_mismatch`: pixels where they differ over pixels in
+    either, pooled over the matched detections), and without NMS the coefficients and prototypes themselves."""
 
     outputs: str
     images: int
@@ -314,10 +352,18 @@ class VerifyReport:
     score_atol: float = 1e-4
     rtol: float = 1e-4  # box tolerance grows with the coordinate: float32 rounding in a deep net is relative
     box_excess: float = 0.0  # the largest |difference| / (atol + rtol * |coordinate|); within tolerance when <= 1
+    masks_compared: int = 0  # masks rebuilt from the ONNX outputs and compared (nms=True, mask heads)
+    mask_mismatch: float = 0.0  # differing pixels / pixels in either mask, over all of them
+    mask_tol: float = 0.01  # pixels right at the threshold may flip with float rounding
+    max_mask_output_diff: float = 0.0  # nms=False: mask coefficients and prototypes
+    mask_atol: float = 1e-3
+    _mask_diff: int = field(default=0, repr=False)
+    _mask_union: int = field(default=0, repr=False)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.box_excess <= 1.0 and self.max_score_diff <= self.score_atol
+        return (not self.problems and self.box_excess <= 1.0 and self.max_score_diff <= self.score_atol
+                and self.mask_mismatch <= self.mask_tol and self.max_mask_output_diff <= self.mask_atol)
 
     def add_boxes(self, got: Tensor, ref: Tensor) -> None:
         diff = (got - ref).abs()
@@ -331,6 +377,12 @@ class VerifyReport:
                  f"{self.rtol:g} x coordinate), max score "
                  f"difference {self.max_score_diff:.2e} (tolerance {self.score_atol:g})",
                  f"latency per image: onnxruntime {self.onnx_ms:.1f} ms, PyTorch {self.torch_ms:.1f} ms (CPU)"]
+        if self.masks_compared:
+            lines.insert(1, f"masks: {self.masks_compared} rebuilt from the ONNX outputs, {self.mask_mismatch:.2e} of "
+                            f"their pixels differ from PyTorch's (tolerance {self.mask_tol:g})")
+        elif self.max_mask_output_diff:
+            lines.insert(1, f"mask coefficients and prototypes: max difference {self.max_mask_output_diff:.2e} "
+                            f"(tolerance {self.mask_atol:g})")
         lines += [f"  {p}" for p in self.problems[:10]]
         if len(self.problems) > 10:
             lines.append(f"  … and {len(self.problems) - 10} more")
@@ -417,6 +469,10 @@ def verify_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], at
     if isinstance(fixed_batch, int):
         batch_size = fixed_batch
     dense = "num_detections" not in names
+    paste = getattr(_exportable_head(model), "paste_masks", None) if "prototypes" in names else None
+    if "prototypes" in names and not dense and paste is None:
+        raise ExportError("the ONNX file has prototype outputs but the model's head has no paste_masks to rebuild "
+                          "masks from them; verify it against the model it was exported from")
     model = model.eval()
     device = next(model.parameters()).device
     reference = ExportWrapper(model, nms=False) if dense else None
@@ -448,7 +504,7 @@ def verify_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], at
         if dense:
             _compare_dense(report, got, ref)
         else:
-            _compare_detections(report, got, ref, first_image=done)
+            _compare_detections(report, got, ref, first_image=done, paste=paste, image_sizes=size_list)
         done += len(chunk)
     report.onnx_ms /= len(images)
     report.torch_ms /= len(images)
@@ -463,15 +519,22 @@ def _compare_dense(report: VerifyReport, got: dict[str, Tensor], ref: Sequence[T
     report.compared += int(ref[0].shape[0] * ref[0].shape[1])
     report.add_boxes(got["boxes"], ref[0])
     report.max_score_diff = max(report.max_score_diff, float((got["scores"] - ref[1]).abs().max()))
+    for name, r in zip(("mask_coefficients", "prototypes"), ref[2:]):
+        if got[name].shape != r.shape:
+            report.problems.append(f"{name} shapes differ: onnxruntime {tuple(got[name].shape)}, PyTorch "
+                                   f"{tuple(r.shape)}")
+        elif r.numel():
+            report.max_mask_output_diff = max(report.max_mask_output_diff, float((got[name] - r).abs().max()))
 
 
 def _compare_detections(report: VerifyReport, got: dict[str, Tensor], ref: Sequence[dict[str, Tensor]],
-                        first_image: int) -> None:
+                        first_image: int, paste: Any = None, image_sizes: Sequence[tuple[int, int]] = ()) -> None:
     for i, r in enumerate(ref):
         n = int(got["num_detections"][i])
         g = {"boxes": got["boxes"][i, :n], "scores": got["scores"][i, :n], "labels": got["labels"][i, :n]}
         order = r["scores"].argsort(descending=True, stable=True)
-        r = {k: r[k][order].float() if k != "labels" else r[k][order] for k in ("boxes", "scores", "labels")}
+        r = {k: r[k][order].float() if k in ("boxes", "scores") else r[k][order]
+             for k in ("boxes", "scores", "labels", "masks") if k in r}
         name = f"image {first_image + i}"
         if n != len(r["scores"]):
             report.problems.append(f"{name}: onnxruntime finds {n} detections, PyTorch {len(r['scores'])}")
@@ -485,6 +548,21 @@ def _compare_detections(report: VerifyReport, got: dict[str, Tensor], ref: Seque
         report.compared += len(pairs)
         report.add_boxes(g["boxes"][gi], r["boxes"][ri])
         report.max_score_diff = max(report.max_score_diff, float((g["scores"][gi] - r["scores"][ri]).abs().max()))
+        if paste is not None:
+            size = image_sizes[i]
+            rebuilt = paste(got["mask_coefficients"][i, gi], got["prototypes"][i], g["boxes"][gi], size, size)
+            _add_masks(report, rebuilt.cpu(), r["masks"][ri].bool())
+
+
+def _add_masks(report: VerifyReport, got: Tensor, ref: Tensor) -> None:
+    """Pool the differing and the covered pixels of this batch's matched masks into `mask_mismatch`."""
+    if got.shape != ref.shape:
+        report.problems.append(f"rebuilt masks {tuple(got.shape)} and PyTorch's {tuple(ref.shape)} differ in shape")
+        return
+    diff, union = int((got ^ ref).sum()), int((got | ref).sum())
+    report._mask_diff, report._mask_union = report._mask_diff + diff, report._mask_union + union
+    report.masks_compared += len(got)
+    report.mask_mismatch = report._mask_diff / max(report._mask_union, 1)
 
 
 __all__ = ["EXPORT_FORMATS", "ExportDependencyError", "ExportError", "ExportWrapper", "VerifyReport", "describe_onnx",

@@ -109,7 +109,7 @@ def test_unsupported_models_and_settings_are_refused(shapes_root):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", ["model=faster_rcnn_r50_fpn", "model/backbone=resnet18", "dataset.num_classes=4"])
     # the head has no dense_predictions (framework.protocols.ExportableHead); export names no head class itself
-    with pytest.raises(ExportError, match=r"one-stage heads.*\(FCOSHead, RetinaHead, YOLOHead\).*FasterRCNNHead, "
+    with pytest.raises(ExportError, match=r"one-stage heads.*\(FCOSHead, RetinaHead, YOLOHead, YOLOSegHead\).*FasterRCNNHead, "
                                           "which has no dense_predictions"):
         ExportWrapper(instantiate(cfg.model))
     model = build("retinanet_r50_fpn", shapes_root, "model.head.nms_type=diou")

@@ -20,14 +20,27 @@ TARGETS = [
 ]
 
 
+def with_masks(targets: list[dict], sizes: list[tuple[int, int]]) -> list[dict]:
+    """The targets with each box filled as its instance mask (uint8 at the image's size), for mask models."""
+    out = []
+    for t, (h, w) in zip(targets, sizes):
+        masks = torch.zeros(len(t["boxes"]), h, w, dtype=torch.uint8)
+        for m, (x0, y0, x1, y1) in zip(masks, t["boxes"].round().int().tolist()):
+            m[y0:y1, x0:x1] = 1
+        out.append({**t, "masks": masks})
+    return out
+
+
 def step_and_detect(overrides: list[str]) -> None:
     """One training step (finite losses, gradients in the backbone), then eval-mode detections with the documented
-    fields: per image `boxes` [N, 4] XYXY in original pixels, `scores` [N] descending, `labels` [N] in 0..K-1."""
+    fields: per image `boxes` [N, 4] XYXY in original pixels, `scores` [N] descending, `labels` [N] in 0..K-1, and
+    for a mask model `masks` [N, H, W] bool at the original size."""
     cfg = check_overrides("train", [*overrides, "dataset.num_classes=4"])
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     images = torch.randn(2, 3, 96, 128)
-    losses = model(images, TARGETS, image_sizes=SIZES)
+    targets = with_masks(TARGETS, SIZES) if model.needs_masks else TARGETS
+    losses = model(images, targets, image_sizes=SIZES)
     assert losses and all(torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
     grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
@@ -37,8 +50,10 @@ def step_and_detect(overrides: list[str]) -> None:
         dets = model(images, image_sizes=SIZES, orig_sizes=[(192, 256), (80, 112)])
     assert len(dets) == 2
     for det, (h, w) in zip(dets, [(192, 256), (80, 112)]):
-        assert set(det) == {"boxes", "scores", "labels"}
+        assert set(det) == {"boxes", "scores", "labels"} | ({"masks"} if model.needs_masks else set())
         n = len(det["scores"])
+        if model.needs_masks:
+            assert det["masks"].shape == (n, h, w) and det["masks"].dtype == torch.bool
         assert det["boxes"].shape == (n, 4) and det["labels"].shape == (n,)
         assert det["boxes"].dtype == torch.float32 and det["labels"].dtype == torch.int64
         if n:

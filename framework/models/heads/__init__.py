@@ -5,6 +5,7 @@ from framework.models.heads.retina import RetinaHead
 from framework.models.heads.roi import RoIBoxHead
 from framework.models.heads.rpn import RPNHead
 from framework.models.heads.yolo import YOLOHead
+from framework.models.heads.yolo_seg import YOLOSegHead
 
 __all__ = ["FCOSHead", "FasterRCNNHead", "MaskRCNNHead", "RPNHead", "RetinaHead", "RoIBoxHead", "RoIMaskHead",
-           "YOLOHead"]
+           "YOLOHead", "YOLOSegHead"]

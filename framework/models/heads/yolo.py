@@ -32,7 +32,7 @@ from framework.models.blocks import ConvNormAct
 from framework.models.losses import BCEWithLogitsLoss, CIoULoss, DistributionFocalLoss, check_loss
 from framework.models.ops.anchors import PointGenerator
 from framework.models.ops.box_coder import DistanceBoxCoder
-from framework.models.ops.dynamic_assigners import TaskAlignedAssigner
+from framework.models.ops.dynamic_assigners import DynamicAssignment, TaskAlignedAssigner
 from framework.models.ops.postprocess import Postprocessor, topk_per_level
 from framework.models.ops.targets import pad_targets
 
@@ -177,6 +177,12 @@ class YOLOHead(nn.Module):
         contract but not needed: points in the padding are never inside a box, so they only ever serve as
         negatives (as in YOLOv8)."""
         cls_logits, box_out, sizes = self(feats)
+        return self.detection_losses(cls_logits, box_out, sizes, targets)[0]
+
+    def detection_losses(self, cls_logits: Tensor, box_out: Tensor, sizes: Sequence[tuple[int, int]],
+                         targets: Sequence[dict]) -> tuple[dict[str, Tensor], DynamicAssignment]:
+        """The losses of `loss` from the raw outputs of `forward`, and the assignment they were computed with, so a
+        head built on this one (YOLO-seg's masks) trains its extra outputs on the same positives."""
         points, strides = self.point_generator.grid_points(sizes, cls_logits.device)
         dist = self.distances(box_out)
         pred_boxes = self.box_coder.decode(dist, points, strides)  # [B, P, 4] input pixels
@@ -199,14 +205,18 @@ class YOLOHead(nn.Module):
         if self.reg_max:
             bins = box_out[fg].unflatten(-1, (4, self.reg_max))
             losses["loss_dfl"] = self.dfl_loss(bins, target_dist, weight) / normalizer
-        return losses
+        return losses, assigned
 
     def dense_predictions(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
         """Every point decoded, before any selection (what the ONNX export runs): boxes `[B, P, 4]` (XYXY, input
         pixels, not clipped), class probabilities `[B, P, K]` and the points per level. Both variants: `distances`
         takes the DFL expectation or the softplus; `predict` takes it over every point too, so the numbers agree
         bit for bit."""
-        cls_logits, box_out, sizes = self(feats)
+        return self.decode_dense(*self(feats))
+
+    def decode_dense(self, cls_logits: Tensor, box_out: Tensor, sizes: Sequence[tuple[int, int]]
+                     ) -> tuple[Tensor, Tensor, list[int]]:
+        """`dense_predictions` from the raw outputs of `forward`."""
         points, strides = self.point_generator.compute(sizes, cls_logits.device)
         boxes = self.box_coder.decode(self.distances(box_out), points, strides)
         return boxes, cls_logits.sigmoid(), [h * w for h, w in sizes]
@@ -216,7 +226,15 @@ class YOLOHead(nn.Module):
         self, feats: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]],
         orig_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        cls_logits, box_out, sizes = self(feats)
+        return self.detections(*self(feats), image_sizes, orig_sizes)
+
+    def detections(
+        self, cls_logits: Tensor, box_out: Tensor, sizes: Sequence[tuple[int, int]],
+        image_sizes: Sequence[tuple[int, int]], orig_sizes: Sequence[tuple[int, int]] | None = None,
+        extras: dict[str, Tensor] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """`predict` from the raw outputs of `forward`. `extras` are further per-point outputs `[B, P, …]`: each
+        detection carries its point's row under the same key (YOLO-seg's mask coefficients)."""
         points, strides = self.point_generator.grid_points(sizes, cls_logits.device)
         image_idx, point_idx, labels, scores = topk_per_level(
             cls_logits.sigmoid(), [h * w for h, w in sizes], self.postprocess.nms_pre, self.postprocess.score_thr)
@@ -224,7 +242,9 @@ class YOLOHead(nn.Module):
         # points) gets, since the expectation's reduction need not round alike on a gathered subset
         dist = self.distances(box_out)[image_idx, point_idx]
         boxes = self.box_coder.decode(dist, points[point_idx], strides[point_idx])
-        return self.postprocess(boxes, scores, labels, image_idx, self.num_classes, image_sizes, orig_sizes)
+        extras = {k: v[image_idx, point_idx] for k, v in (extras or {}).items()}
+        return self.postprocess(boxes, scores, labels, image_idx, self.num_classes, image_sizes, orig_sizes,
+                                extras=extras or None)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Say which `reg_max` weights of the other head variant need, instead of only listing size mismatches."""

@@ -6,7 +6,7 @@ images in one call (the NMS group is the (image, class) pair) avoids torchvision
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -45,15 +45,20 @@ def clip_boxes(boxes: Tensor, image_idx: Tensor, image_sizes: Sequence[tuple[int
 def multiclass_nms(
     boxes: Tensor, scores: Tensor, labels: Tensor, image_idx: Tensor, num_images: int, num_classes: int,
     iou_thr: float, max_per_img: int, nms_type: Literal["nms", "diou"] = "nms", class_agnostic: bool = False,
+    extras: Mapping[str, Tensor] | None = None,
 ) -> list[dict[str, Tensor]]:
-    """NMS per (image, class) — or per image with `class_agnostic` — then the best `max_per_img` of each image."""
+    """NMS per (image, class) — or per image with `class_agnostic` — then the best `max_per_img` of each image.
+    `extras`: further per-candidate tensors (first dimension aligned with `boxes`); each kept detection carries its
+    row under the same key, e.g. the mask coefficients of a prototype-mask head."""
     groups = image_idx if class_agnostic else image_idx * num_classes + labels
     keep = batched_nms(boxes, scores, groups, iou_thr, nms_type)  # sorted by decreasing score
     boxes, scores, labels, image_idx = boxes[keep], scores[keep], labels[keep], image_idx[keep]
+    extras = {k: v[keep] for k, v in (extras or {}).items()}
     out = []
     for i in range(num_images):
         sel = (image_idx == i).nonzero().squeeze(1)[:max_per_img]
-        out.append({"boxes": boxes[sel], "scores": scores[sel], "labels": labels[sel]})
+        out.append({"boxes": boxes[sel], "scores": scores[sel], "labels": labels[sel],
+                    **{k: v[sel] for k, v in extras.items()}})
     return out
 
 
@@ -96,12 +101,17 @@ class Postprocessor:
     def __call__(
         self, boxes: Tensor, scores: Tensor, labels: Tensor, image_idx: Tensor, num_classes: int,
         image_sizes: Sequence[tuple[int, int]], orig_sizes: Sequence[tuple[int, int]] | None,
+        *, extras: Mapping[str, Tensor] | None = None,
     ) -> list[dict[str, Tensor]]:
+        """Detections per image (`boxes`, `scores`, `labels`; see the class docstring). `extras` are further
+        per-candidate tensors aligned with `boxes`, passed through the same selection: each detection dict gets
+        its rows under the same keys, unscaled (a head uses them, e.g. for masks, and then drops them)."""
         boxes = clip_boxes(boxes.float(), image_idx, image_sizes)
         if self.min_size > 0:
             wh = boxes[:, 2:] - boxes[:, :2]
             big = (wh >= self.min_size).all(dim=1)
             boxes, scores, labels, image_idx = boxes[big], scores[big], labels[big], image_idx[big]
+            extras = {k: v[big] for k, v in (extras or {}).items()}
         dets = multiclass_nms(boxes, scores.float(), labels, image_idx, len(image_sizes), num_classes,
-                              self.nms_iou_thr, self.max_per_img, self.nms_type, self.class_agnostic)
+                              self.nms_iou_thr, self.max_per_img, self.nms_type, self.class_agnostic, extras)
         return rescale_detections(dets, image_sizes, orig_sizes)

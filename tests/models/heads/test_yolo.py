@@ -219,4 +219,4 @@ def test_yolo_overfits_a_few_images(shapes_root, tmp_path):
     # AdamW, as ultralytics' optimizer="auto" picks for short runs; SGD needs far more iterations here
     adamw = partial(torch.optim.AdamW, lr=0.002, weight_decay=1e-4)
     metrics, summary = overfit(shapes_root, tmp_path, model, adamw, epochs=8, milestone=6)  # 1.0 at seeds 0 and 1
-    assert metrics["bbox_mAP_50"] >= 0.9, summary
+    assert metrics["bbox/mAP_50"] >= 0.9, summary
