@@ -85,10 +85,17 @@ class Predictor:
         """The validation pipeline applied to one uint8 image (with an empty target)."""
         return detection_sample(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 0, self.transforms)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the model predicts instance masks (a mask head: Mask R-CNN, YOLO-seg)."""
+        return bool(getattr(self.model, "needs_masks", False))
+
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
+    def predict_batch(self, images: Sequence[ImageInput], rle: bool = False) -> list[dict[str, Any]]:
         """Detections for several images at once (one padded batch): per image `boxes` (XYXY, original pixels),
-        `scores`, `labels` and `names`, scores at least `score_thr`, best first."""
+        `scores`, `labels` and `names`, scores at least `score_thr`, best first; a mask model adds `masks` (bool
+        [N, H, W] at the image's original size) and, with `rle=True`, `rles` (COCO compressed RLE dicts, `counts`
+        as text: what a results file or a JSON answer holds)."""
         raw = [load_image(im) for im in images]
         batch = collate([self.preprocess(im) for im in raw]).to(self.device)
         orig_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in raw]
@@ -101,12 +108,16 @@ class Predictor:
             det = {k: v[keep][order] for k, v in det.items()}
             det["names"] = [self.classes[int(k)] if 0 <= int(k) < len(self.classes) else str(int(k))
                             for k in det["labels"]]
+            if rle and "masks" in det:
+                from framework.evaluation.masks import encode_masks
+
+                det["rles"] = encode_masks(det["masks"])
             results.append(det)
         return results
 
-    def predict(self, image: ImageInput) -> dict[str, Any]:
-        """Detections for one image (a path or a uint8 CHW tensor)."""
-        return self.predict_batch([image])[0]
+    def predict(self, image: ImageInput, rle: bool = False) -> dict[str, Any]:
+        """Detections for one image (a path or a uint8 CHW tensor); see `predict_batch`."""
+        return self.predict_batch([image], rle=rle)[0]
 
 
 def load_inference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -6,8 +6,9 @@
     python tools/infer.py checkpoint=… input='data/**/*.jpg' model.head.nms_iou_thr=0.5 save_images=false
 
 The model comes from the config saved in the checkpoint; model/pipeline overrides on the command line replace the
-matching parts, as in tools/test.py. Writes `<stem>.png` per image (boxes, class names and scores drawn) and one
-`detections.json` (boxes XYXY in original pixels) to `output`, default <run dir>/infer_<time>/. `score_thr` filters
+matching parts, as in tools/test.py. Writes `<stem>.png` per image (boxes, class names and scores drawn; a mask
+model's masks as translucent fills with outlines) and one `detections.json` (boxes XYXY in original pixels; masks as
+COCO RLE under `segmentation`) to `output`, default <run dir>/infer_<time>/. `score_thr` filters
 what the model returns: it cannot bring back detections below the model's own `model.head.score_thr`.
 """
 from __future__ import annotations
@@ -48,9 +49,13 @@ def image_names(paths: list[Path]) -> list[str]:
 
 
 def detection_records(det: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"box": box, "score": score, "label": label, "name": name}
-            for box, score, label, name in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(),
-                                               det["names"])]
+    """One JSON record per detection; a mask model's carry the mask as `segmentation` (COCO compressed RLE)."""
+    records = [{"box": box, "score": score, "label": label, "name": name}
+               for box, score, label, name in zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                                  det["labels"].tolist(), det["names"])]
+    for record, rle in zip(records, det.get("rles", ())):
+        record["segmentation"] = rle
+    return records
 
 
 def write_json(path: Path, header: dict[str, Any], images: list[dict[str, Any]]) -> None:
@@ -81,7 +86,7 @@ def main(cfg: DictConfig) -> None:
     batches = zip(chunks(paths, cfg.batch_size), chunks(image_names(paths), cfg.batch_size))
     for batch_paths, batch_names in batches:
         images = [load_image(p) for p in batch_paths]
-        for path, name, image, det in zip(batch_paths, batch_names, images, detector.predict_batch(images)):
+        for path, name, image, det in zip(batch_paths, batch_names, images, detector.predict_batch(images, rle=True)):
             if cfg.save_images:  # every written detection drawn (max_dets), so the picture and the JSON agree
                 drawn = draw_detections(image, det, None, detector.classes, cfg.score_thr, len(det["scores"]))
                 write_png(drawn, str(out / name))

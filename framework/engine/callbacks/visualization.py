@@ -36,6 +36,10 @@ class Visualization(Callback):
 
         for i, (image, target) in enumerate(self.samples()):
             dets = trainer.last_eval.detections.get(int(target["image_id"]), no_detections())
+            if "rles" in dets:  # a mask model's detections are kept as RLE; drawn, they are masks again
+                from framework.evaluation.masks import decode_rles
+
+                dets = {**dets, "masks": decode_rles(dets["rles"], tuple(image.shape[-2:]))}
             tile = draw_detections(image.as_subclass(torch.Tensor), dets, target, self.evaluation.class_names)
             tb.image(trainer, f"val_images/{i}", tile)
 
