@@ -256,11 +256,21 @@ class DetectionDatasetBase(torch.utils.data.Dataset):
         s = self._objects(row)
         return clip_boxes(self._boxes[s], self._labels[s], height, width)
 
+    def _training_instances(self, row: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training boxes and labels with their instance masks (uint8 [N, h, w], aligned with the boxes) of an
+        image decoded at h × w: what `__getitem__` gives when the dataset was built with `with_masks=True`. A
+        problem found only now (a mask file of the wrong size) raises `BadImageError`, which `on_bad_image` handles."""
+        raise NotImplementedError(f"{type(self).__name__} has no instance masks")
+
     def __getitem__(self, index: int) -> Sample:
         row = self._row(index)
         data = self._load_image(row)
-        boxes, labels = self._training_boxes(row, int(data.shape[-2]), int(data.shape[-1]))
-        return detection_sample(data, boxes, labels, int(self._image_ids[row]), self.transforms)
+        h, w = int(data.shape[-2]), int(data.shape[-1])
+        if getattr(self, "with_masks", False):
+            boxes, labels, masks = self._training_instances(row, h, w)
+        else:
+            (boxes, labels), masks = self._training_boxes(row, h, w), None
+        return detection_sample(data, boxes, labels, int(self._image_ids[row]), self.transforms, masks=masks)
 
     def _repr_fields(self) -> dict[str, Any]:
         """What ``repr`` shows, in order; subclasses put where the data comes from first."""

@@ -47,8 +47,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from framework.data.datasets.bad_masks import MaskProblems
-from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, coco_index, concat,
-                                          detection_sample, offsets_of)
+from framework.data.datasets.base import DetectionDatasetBase, box_annotations, coco_index, concat, offsets_of
 from framework.data.datasets.box_report import count_boxes
 from framework.data.datasets.roots import missing_path_error
 from framework.data.datasets.segmentation import encode_mask
@@ -442,12 +441,7 @@ class CityscapesDetection(DetectionDatasetBase):
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, rows))
 
-    def __getitem__(self, index: int) -> Sample:
-        if not self.with_masks:
-            return super().__getitem__(index)
-        row = self._row(index)
-        data = self._load_image(row)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
+    def _training_instances(self, row: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = self._instance_ids(row)
         if ids.shape != (h, w):
             raise BadImageError(self._image_root / self._files[row],
@@ -455,7 +449,7 @@ class CityscapesDetection(DetectionDatasetBase):
                                 f"(image_id {row + 1})")
         s = self._objects(row)  # boxes are the masks' extents: inside the image, nothing to clip or drop
         masks = _masks_of(ids, self._values[s], self._boxes[s])
-        return detection_sample(data, self._boxes[s], self._labels[s], row + 1, self.transforms, masks=masks)
+        return self._boxes[s], self._labels[s], masks
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"root": str(self.root), "split": self.split, "images": len(self), "instances": len(self._labels),

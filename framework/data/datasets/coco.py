@@ -17,8 +17,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 # coco_index, decode_rgb and detection_sample are shared by every dataset and live in base.py; imported from here too
-from framework.data.datasets.base import (DetectionDatasetBase, Sample, clip_boxes, coco_index, decode_rgb,
-                                          detection_sample, images_with_boxes, usable_boxes)
+from framework.data.datasets.base import (DetectionDatasetBase, clip_boxes, coco_index, decode_rgb, detection_sample,
+                                          images_with_boxes, usable_boxes)
 from framework.data.datasets.coco_tables import CocoTables, box_area, load_coco_json, read_coco_tables
 from framework.data.datasets.roots import missing_path_error
 from framework.data.datasets.segmentation import decode_segmentation
@@ -161,16 +161,11 @@ class CocoDetection(DetectionDatasetBase):
         crowd = self._tables.iscrowd[s]
         return clip_boxes(self._boxes[s][~crowd], self._labels[s][~crowd], height, width)
 
-    def __getitem__(self, index: int) -> Sample:
-        if not self.with_masks:
-            return super().__getitem__(index)
-        row = self._row(index)
-        data = self._load_image(row)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
+    def _training_instances(self, row: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self._objects(row)
         rows = np.arange(s.start, s.stop)[~self._tables.iscrowd[s]]
         boxes, keep = usable_boxes(self._boxes[rows], h, w)
-        rows, image_id = rows[keep], int(self._image_ids[row])
+        rows, image_id = rows[keep], int(self._image_ids[row])  # the image id, for error messages
         masks = np.zeros((len(rows), h, w), dtype=np.uint8)
         for i, r in enumerate(rows):
             where = f"{self.ann_file}: annotation {int(self._tables.ann_ids[r])} of image {image_id}"
@@ -178,7 +173,7 @@ class CocoDetection(DetectionDatasetBase):
                 masks[i] = decode_segmentation(self._tables.segmentation(int(r)), h, w, where)
             except DatasetError as e:  # an RLE of the size 'images' gives, on a file of another size
                 raise BadImageError(self._image_root / self._file_name(row), str(e)) from None
-        return detection_sample(data, boxes[keep], self._labels[rows], image_id, self.transforms, masks=masks)
+        return boxes[keep], self._labels[rows], masks
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"ann_file": self.ann_file, **super()._repr_fields()}

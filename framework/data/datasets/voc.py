@@ -52,9 +52,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from framework.data.datasets.bad_masks import MaskProblems
-from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, check_class_names,
-                                          clip_boxes, coco_index, concat, detection_sample, images_with_boxes,
-                                          offsets_of, usable_boxes)
+from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, clip_boxes,
+                                          coco_index, concat, images_with_boxes, offsets_of, usable_boxes)
 from framework.data.datasets.box_report import CLIPPED, EMPTY, NONFINITE, OK, check_boxes, report_boxes
 from framework.data.datasets.roots import missing_path_error
 from framework.data.datasets.segmentation import encode_mask
@@ -511,12 +510,7 @@ class VOCDetection(DetectionDatasetBase):
         keep = slice(None) if self.keep_difficult else ~self._difficult[s]
         return clip_boxes(self._boxes[s][keep], self._labels[s][keep], height, width)
 
-    def __getitem__(self, index: int) -> Sample:
-        if not self.with_masks:
-            return super().__getitem__(index)
-        row = self._row(index)
-        data = self._load_image(row)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
+    def _training_instances(self, row: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self._objects(row)
         rows = np.arange(s.start, s.stop)
         if not self.keep_difficult:
@@ -529,8 +523,7 @@ class VOCDetection(DetectionDatasetBase):
             raise BadImageError(path, f"it is {objects.shape[1]}x{objects.shape[0]} but its image (id "
                                       f"{self._voc_ids[row]}) decodes to {w}x{h}; they must match")
         masks = object_masks(objects, self._xml_index[rows])
-        return detection_sample(data, boxes[keep], self._labels[rows], int(self._image_ids[row]), self.transforms,
-                                masks=masks)
+        return boxes[keep], self._labels[rows], masks
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"root": str(self.root), "years": self.years, "image_set": self.image_set, **super()._repr_fields()}

@@ -48,8 +48,8 @@ from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
 
 from framework.data.datasets.bad_masks import MaskProblems
-from framework.data.datasets.base import (DetectionDatasetBase, Sample, box_annotations, check_class_names,
-                                          coco_index, detection_sample, images_with_boxes, offsets_of, usable_boxes)
+from framework.data.datasets.base import (DetectionDatasetBase, box_annotations, check_class_names, coco_index,
+                                          images_with_boxes, offsets_of, usable_boxes)
 from framework.data.datasets.box_report import CLIPPED, OK, check_boxes, report_boxes
 from framework.data.datasets.coco_tables import pack_strings, unpack_string
 from framework.data.datasets.roots import check_exists, missing_path_error
@@ -411,25 +411,21 @@ class YOLODataset(DetectionDatasetBase):
     def polygons(self, index: int) -> list[np.ndarray]:
         """The polygon of each object of image `index` as float32 (P, 2) points in pixels (x, y), in the order of
         :meth:`get_annotation`; an object written as a box row has an empty (0, 2) array."""
-        i = self._row(index)
+        return self._polygons(self._row(index))
+
+    def _polygons(self, i: int) -> list[np.ndarray]:
         o = self._poly_offsets[self._offsets[i]:self._offsets[i + 1] + 1]
         return [self._points[a:b].copy() for a, b in zip(o[:-1], o[1:])]
 
-    def __getitem__(self, index: int) -> Sample:
-        if not self.with_masks:
-            return super().__getitem__(index)
-        row = self._row(index)
-        data = self._load_image(row)
-        h, w = int(data.shape[-2]), int(data.shape[-1])
+    def _training_instances(self, row: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self._objects(row)
         boxes, keep = usable_boxes(self._boxes[s], h, w)
-        polygons = [p for p, k in zip(self.polygons(index), keep) if k]
+        polygons = [p for p, k in zip(self._polygons(row), keep) if k]
         # polygons are in the pixels of the header's size; the decoded image has that size (the scan checks it)
         masks = np.zeros((len(polygons), h, w), dtype=np.uint8)
         for m, poly in zip(masks, polygons):
             m[:] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([poly.reshape(-1).tolist()], h, w)))
-        return detection_sample(data, boxes[keep], self._labels[s][keep], int(self._image_ids[row]),
-                                self.transforms, masks=masks)
+        return boxes[keep], self._labels[s][keep], masks
 
     def _build_coco(self) -> COCO:
         """The labels as the COCO evaluator's ground truth: category ids ``1..K`` (``label_to_cat_id``), image ids
