@@ -231,16 +231,30 @@ def build_dataset(node: DictConfig, split: str, model: DictConfig, on_bad_image:
     masks = model_needs_masks(model)
     if not masks and not node.get("with_masks", False):
         return instantiate(node, **kwargs)
-    try:
-        return instantiate(node, on_bad_image=on_bad_image, **({"with_masks": True} if masks else {}), **kwargs)
-    except Exception as err:  # noqa: BLE001
-        if "with_masks" not in str(err):
-            raise
+    takes = _parameters(node.get("_target_"))
+    if takes is not None and "with_masks" not in takes:
+        why = (f"the model's head ({model.get('head', {}).get('_target_')}) trains on instance masks" if masks
+               else f"dataset.{split}.with_masks is set")
         raise ConfigError(
-            f"model={model.get('_target_')} with head {model.get('head', {}).get('_target_')} trains on instance "
-            f"masks, but dataset.{split} ({node.get('_target_')}) has no masks to give (it takes no `with_masks`). "
-            "Use a dataset with masks (COCO, VOC2012 SegmentationObject, Cityscapes, shapes) or a box model."
-        ) from None
+            f"{why}, but dataset.{split} ({node.get('_target_')}) has no masks to give (it takes no `with_masks`). "
+            "Use a dataset with masks (COCO, VOC2012 SegmentationObject, Cityscapes, YOLO-seg labels, shapes) or a "
+            "box model.")
+    policy = {"on_bad_image": on_bad_image} if takes is None or "on_bad_image" in takes else {}
+    return instantiate(node, **policy, **({"with_masks": True} if masks else {}), **kwargs)
+
+
+def _parameters(target: Any) -> set[str] | None:
+    """The keyword names the class `target` (a dotted path) takes; None when they cannot be read (then the call
+    itself reports what is wrong)."""
+    from hydra.utils import get_class
+
+    try:
+        params = inspect.signature(get_class(str(target))).parameters.values()
+    except Exception:  # noqa: BLE001
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
 
 
 def _bad_image_policy(cfg: DictConfig) -> dict[str, Any]:
